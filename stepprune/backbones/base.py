@@ -1,0 +1,243 @@
+"""The backbone adapter: one frozen HF vision-language model behind the seams pruning methods need.
+
+An adapter exposes, through public transformers APIs only:
+
+* :meth:`prepare` — images + prompts (+ answers) through the model's own processor and chat template, with the
+  exact instruction-token mask and answer labels;
+* :meth:`vision_features` — the selected layer's visual tokens (pre-projector), CLS (LLaVA), and on request a
+  vision layer's queries/keys/attention;
+* :meth:`project` — the frozen projector (LLaVA) or merger (Qwen2.5-VL) into LLM space;
+* :meth:`splice` — a (pruned) visual prefix into the prompt, with original or contiguous position ids;
+* :meth:`forward` / :meth:`lm_loss` / :meth:`generate` — the LLM over that batch through :class:`LLMRunner`,
+  with in-LLM drop hooks and decode-time eviction.
+
+Family subclasses implement the four abstract pieces: vision features, projection, the unpruned position ids, and
+where the text model lives.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from stepprune.backbones.hooks import DecodeEvict, PrefillDrop
+from stepprune.backbones.llm import GenerationResult, LLMRunner, PrefillResult
+from stepprune.backbones.splice import PositionMode, splice
+from stepprune.backbones.types import LMInputs, PromptBatch, VisionFeatures, VisualTokens
+
+
+class BackboneAdapter(abc.ABC):
+    """A frozen HF vision-language model (eval mode, no gradients) and its processor.
+
+    Args:
+        model: the loaded ``*ForConditionalGeneration`` model.
+        processor: its processor (tokenizer + image processor + chat template).
+        path: the folder it was loaded from.
+    """
+
+    family: str = ""
+
+    def __init__(self, model: nn.Module, processor, path: str | Path):
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.path = Path(path)
+        self.runner = LLMRunner(self.text_model, model.lm_head)
+
+    # ------------------------------------------------------------------------------------ family-specific
+    @property
+    @abc.abstractmethod
+    def text_model(self) -> nn.Module:
+        """The decoder stack (``embed_tokens``, ``layers``, ``norm``, ``rotary_emb``)."""
+
+    @property
+    @abc.abstractmethod
+    def image_token_id(self) -> int:
+        """The image placeholder id in ``input_ids``."""
+
+    @abc.abstractmethod
+    def vision_features(self, prompt: PromptBatch) -> VisionFeatures:
+        """Runs the frozen vision tower on the batch's images (no grad)."""
+
+    @abc.abstractmethod
+    def project(self, tokens: Tensor) -> Tensor:
+        """(B, N, d_tok) pre-projector visual tokens -> (B, N, D) LLM-space embeddings (frozen projector)."""
+
+    @abc.abstractmethod
+    def _positions(self, input_ids: Tensor, attention_mask: Tensor, extra: dict, pixel_inputs: dict) -> Tensor:
+        """Position ids of the unpruned, possibly padded, sequence: (B, L0) or (3, B, L0)."""
+
+    @abc.abstractmethod
+    def _image_token_string(self) -> str:
+        """The placeholder string the chat template emits once per image."""
+
+    # ------------------------------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def num_layers(self) -> int:
+        return self.runner.num_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_model.config.hidden_size
+
+    @property
+    def eos_token_id(self) -> int | list[int]:
+        eos = self.model.generation_config.eos_token_id
+        return eos if eos is not None else self.tokenizer.eos_token_id
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.model.generation_config.pad_token_id
+        return pad if pad is not None else self.tokenizer.pad_token_id
+
+    # ------------------------------------------------------------------------------------------ prompts
+    def format_prompt(self, text: str) -> str:
+        """One user turn holding the image and ``text``, with the generation prompt, via the chat template."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _format_full(self, text: str, answer: str) -> str:
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ]
+        return self.processor.apply_chat_template(messages, tokenize=False)
+
+    def prepare(
+        self,
+        images: Sequence[Image.Image],
+        prompts: Sequence[str],
+        answers: Sequence[str] | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> PromptBatch:
+        """Tokenises a batch with the backbone's processor.
+
+        Args:
+            images: one PIL image per sample.
+            prompts: the user text per sample (the benchmark's prompt string, e.g. question + answer-format hint).
+            answers: reference answers for teacher-forced training; the labels cover the answer and its EOS.
+            keys: stable sample identifiers.
+
+        Returns:
+            The batch on the adapter's device, with ``question_mask`` marking exactly the prompt text's tokens.
+        """
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        if answers is not None and len(answers) != len(prompts):
+            raise ValueError(f"{len(answers)} answers but {len(prompts)} prompts")
+        heads = [self.format_prompt(p) for p in prompts]
+        texts = heads if answers is None else [self._format_full(p, a) for p, a in zip(prompts, answers)]
+        for h, t in zip(heads, texts):
+            if not t.startswith(h):
+                raise ValueError("the chat template's full conversation does not start with its prompt")
+        enc = self.processor(images=list(images), text=texts, padding=True, return_tensors="pt",
+                             return_offsets_mapping=True)
+        offsets = enc.pop("offset_mapping")
+        input_ids, attention_mask = enc.pop("input_ids"), enc.pop("attention_mask")
+        pixel_inputs = {k: enc.pop(k) for k in list(enc.keys()) if k in ("pixel_values", "image_grid_thw")}
+        extra = dict(enc)
+        qmask, labels = self._text_masks(input_ids, attention_mask, offsets, heads, texts, prompts,
+                                         with_labels=answers is not None)
+        positions = self._positions(input_ids, attention_mask, extra, pixel_inputs)
+        batch = PromptBatch(input_ids, attention_mask, pixel_inputs, positions, qmask, labels,
+                            list(keys) if keys is not None else None, extra)
+        return batch.to(self.device)
+
+    def _text_masks(self, input_ids, attention_mask, offsets, heads, texts, prompts, with_labels):
+        """Marks the prompt text's tokens and (optionally) the answer's tokens, from the tokenizer's offsets.
+
+        Offsets refer to the text after the processor expanded the image placeholder to N copies, so character
+        positions after the placeholder shift by (N - 1) * len(placeholder).
+        """
+        placeholder = self._image_token_string()
+        B, L = input_ids.shape
+        qmask = torch.zeros(B, L, dtype=torch.bool)
+        labels = torch.full((B, L), -100, dtype=torch.long) if with_labels else None
+        eos = set(self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id])
+        for b in range(B):
+            n_img = int((input_ids[b] == self.image_token_id).sum())
+            img_at = texts[b].find(placeholder)
+            shift = (n_img - 1) * len(placeholder)
+
+            def expanded(c: int, img_at=img_at, shift=shift) -> int:
+                return c + shift if img_at >= 0 and c > img_at else c
+
+            q_start = heads[b].rfind(prompts[b])
+            if q_start < 0:
+                raise ValueError(f"sample {b}: the prompt text is not found verbatim in the chat-templated text")
+            qs, qe = expanded(q_start), expanded(q_start + len(prompts[b]))
+            a_start = expanded(len(heads[b]))
+            valid = attention_mask[b].bool()
+            st, en = offsets[b, :, 0], offsets[b, :, 1]
+            real = valid & (en > st)
+            qmask[b] = real & (st >= qs) & (en <= qe) & (input_ids[b] != self.image_token_id)
+            if labels is not None:
+                idx = (real & (st >= a_start)).nonzero().flatten()
+                for i in idx.tolist():
+                    labels[b, i] = input_ids[b, i]
+                    if int(input_ids[b, i]) in eos:
+                        break
+        return qmask, labels
+
+    def embed_text(self, input_ids: Tensor) -> Tensor:
+        """(B, L) ids -> (B, L, D) frozen LLM input embeddings."""
+        return self.runner.embed(input_ids)
+
+    # -------------------------------------------------------------------------------------------- LLM side
+    def splice(self, prompt: PromptBatch, visual: VisualTokens, vision: VisionFeatures,
+               position_mode: PositionMode = "original") -> LMInputs:
+        """The LLM batch with ``visual`` in place of each sample's image tokens (see :mod:`.splice`)."""
+        return splice(prompt, visual, self.embed_text(prompt.input_ids), vision.num_tokens,
+                      self.image_token_id, position_mode)
+
+    def forward(self, inputs: LMInputs, drops: Sequence[PrefillDrop] = ()) -> PrefillResult:
+        """Full-sequence prefill (gradients flow to ``inputs.embeds`` when enabled)."""
+        return self.runner.prefill(inputs, drops)
+
+    def lm_loss(self, result: PrefillResult) -> Tensor:
+        """Mean next-token NLL over labelled slots of a prefill result, computing logits only where needed."""
+        labels = result.state.labels
+        if labels is None:
+            raise ValueError("the batch has no labels (prepare it with answers)")
+        target = labels[:, 1:]
+        where = target != -100
+        if not bool(where.any()):
+            raise ValueError("no labelled tokens in the batch")
+        logits = self.runner.logits(result.hidden[:, :-1][where]).float()
+        return nn.functional.cross_entropy(logits, target[where])
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: LMInputs,
+        max_new_tokens: int = 16,
+        drops: Sequence[PrefillDrop] = (),
+        evicts: Sequence[DecodeEvict] = (),
+    ) -> GenerationResult:
+        """Greedy decoding with a KV cache over the (pruned) batch."""
+        return self.runner.generate(inputs, max_new_tokens, self.eos_token_id, self.pad_token_id, drops, evicts)
+
+    def decode(self, tokens: Tensor) -> list[str]:
+        """Generated ids (B, T) -> stripped strings (special tokens removed)."""
+        return [t.strip() for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+
+    def keep_all(self, vision: VisionFeatures) -> VisualTokens:
+        """Every visual token, projected, in raster order (the unpruned visual prefix)."""
+        projected = self.project(vision.tokens)
+        n = projected.shape[1]
+        index = torch.arange(n, device=projected.device)[None].expand(projected.shape[0], -1)
+        return VisualTokens(projected, index, vision.num_tokens.clone())

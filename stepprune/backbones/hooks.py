@@ -1,0 +1,74 @@
+"""Extension points for methods that act inside the language model.
+
+* :class:`PrefillDrop` removes visual tokens from the hidden states *entering* a decoder layer during prefill
+  (FastV, SparseVLM, PyramidDrop, DART). Layers before it see the full sequence; it and later layers see the
+  kept subset, and their KV caches hold only the kept tokens.
+* :class:`DecodeEvict` removes visual entries from the KV caches of a decoder layer and all later layers during
+  generation (decode-time methods such as DyRate-style pruning).
+
+Both receive a context with the state at that boundary and can ask for one earlier layer's attention rows or keys,
+recomputed from that layer's recorded input with the layer's own projections, so the model keeps SDPA everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from stepprune.backbones.llm import DecodeContext, PrefillContext
+
+
+@dataclasses.dataclass
+class LayerEdit:
+    """What a prefill hook returns.
+
+    Attributes:
+        keep: (B, L) bool over the current slots. Only VISUAL slots can be dropped; text slots are always kept.
+        extra_hidden: (B, m, D) new visual tokens to insert right after the last kept visual token, or None.
+        extra_positions: (B, m) or (3, B, m) their position ids (used when positions are kept).
+        extra_valid: (B, m) bool, which extra rows are real.
+        extra_index: (B, m) long, the original visual index each extra token stands for (for reporting).
+    """
+
+    keep: Tensor
+    extra_hidden: Tensor | None = None
+    extra_positions: Tensor | None = None
+    extra_valid: Tensor | None = None
+    extra_index: Tensor | None = None
+
+
+@dataclasses.dataclass
+class PrefillDrop:
+    """Drops visual tokens from the hidden states entering decoder layer ``layer`` (0-based) during prefill.
+
+    Attributes:
+        layer: the first layer that sees only the kept tokens (FastV's K).
+        select: ``select(ctx) -> LayerEdit | Tensor`` (a bare (B, L) bool tensor means ``LayerEdit(keep=...)``).
+        record_inputs: earlier layers whose input hidden states ``select`` needs (for attention rows / keys).
+        positions: ``"keep"`` keeps each token's position id (gaps); ``"contiguous"`` re-indexes 0..L'-1 from
+            this layer on, and generation continues from L' in these layers (PyramidDrop's convention).
+    """
+
+    layer: int
+    select: Callable[[PrefillContext], LayerEdit | Tensor]
+    record_inputs: tuple[int, ...] = ()
+    positions: Literal["keep", "contiguous"] = "keep"
+
+
+@dataclasses.dataclass
+class DecodeEvict:
+    """Evicts visual KV entries of decoder layers >= ``layer`` before each generation step runs them.
+
+    Attributes:
+        layer: the first layer whose cache is pruned.
+        select: ``select(ctx) -> (B, Lc) bool`` keep mask over that layer group's cached slots, or None to keep all.
+        record_inputs: layers whose input (for the new token) ``select`` needs, e.g. ``(layer - 1,)``.
+    """
+
+    layer: int
+    select: Callable[[DecodeContext], Tensor | None]
+    record_inputs: tuple[int, ...] = ()

@@ -1,0 +1,187 @@
+"""One interface for every pruning method.
+
+A method is an ``nn.Module`` (trainable methods hold parameters; training-free ones hold none) with a typed
+config dataclass, and acts at up to three points:
+
+* :meth:`PruningMethod.select` — **pre-LLM**: choose or merge visual tokens and hand them to the LLM in LLM space
+  (default: keep all);
+* :meth:`PruningMethod.llm_hooks` — **in-LLM**: :class:`~stepprune.backbones.hooks.PrefillDrop` hooks that drop
+  tokens from the hidden states entering given decoder layers (default: none);
+* :meth:`PruningMethod.decode_hooks` — **decode-time**: :class:`~stepprune.backbones.hooks.DecodeEvict` hooks that
+  evict visual KV entries during generation (default: none).
+
+Trainable methods also implement :meth:`PruningMethod.train_forward`, the differentiable training path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from stepprune.backbones.base import BackboneAdapter
+from stepprune.backbones.hooks import DecodeEvict, PrefillDrop
+from stepprune.backbones.types import PromptBatch, VisionFeatures, VisualTokens
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Fields every method shares.
+
+    Attributes:
+        budget: retained visual tokens per image (LLaVA-1.5: 192 / 128 / 64 of 576).
+        ratio: retained fraction of each image's visual tokens instead (Qwen2.5-VL, where N varies); the kept
+            count is ``max(1, int(ratio * N))`` (floor, as VisionSelector's code does).
+        positions: ``"original"`` keeps the kept tokens' position ids of the unpruned sequence (gaps);
+            ``"contiguous"`` re-indexes the shortened sequence.
+    """
+
+    budget: int | None = None
+    ratio: float | None = None
+    positions: Literal["original", "contiguous"] = "original"
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and self.ratio is not None:
+            raise ValueError(f"{type(self).__name__}: give budget or ratio, not both")
+        if self.budget is not None and (isinstance(self.budget, bool) or int(self.budget) != self.budget
+                                        or self.budget < 1):
+            raise ValueError(f"{type(self).__name__}: budget must be an integer >= 1, got {self.budget!r}")
+        if self.ratio is not None and not 0.0 < float(self.ratio) <= 1.0:
+            raise ValueError(f"{type(self).__name__}: ratio must be in (0, 1], got {self.ratio!r}")
+        if self.positions not in ("original", "contiguous"):
+            raise ValueError(f"{type(self).__name__}: positions must be 'original' or 'contiguous', "
+                             f"got {self.positions!r}")
+
+    def keep_count(self, n: int, sample: int = 0) -> int:
+        """Tokens to keep out of ``n`` for one sample.
+
+        Raises:
+            ValueError: naming the sample when the budget exceeds its token count.
+        """
+        if self.budget is not None:
+            if self.budget > n:
+                raise ValueError(f"sample {sample}: budget {self.budget} exceeds its {n} visual tokens")
+            return int(self.budget)
+        if self.ratio is not None:
+            return max(1, int(self.ratio * n))
+        return n
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> MethodConfig:
+        """Builds the config from a mapping; unknown keys are an error naming the valid ones."""
+        values = dict(values or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+        return cls(**values)
+
+
+@dataclasses.dataclass
+class SelectionContext:
+    """Everything a pre-LLM or in-LLM method may look at for one batch.
+
+    Attributes:
+        adapter: the frozen backbone (``project``, ``embed_text``, layer count, ...).
+        prompt: the tokenised batch.
+        vision: the vision tower's features.
+    """
+
+    adapter: BackboneAdapter
+    prompt: PromptBatch
+    vision: VisionFeatures
+
+    @property
+    def batch_size(self) -> int:
+        return self.prompt.batch_size
+
+    def projected(self) -> Tensor:
+        """(B, N, D) every visual token in LLM space (computed once, cached)."""
+        if not hasattr(self, "_projected"):
+            self._projected = self.adapter.project(self.vision.tokens)
+        return self._projected
+
+    def question_embeds(self) -> tuple[Tensor, Tensor]:
+        """The instruction tokens' frozen LLM embeddings, left-aligned: (B, Lq, D) and a (B, Lq) bool mask."""
+        qmask = self.prompt.question_mask
+        lengths = qmask.sum(dim=1)
+        Lq = max(int(lengths.max()), 1)
+        ids = torch.zeros(self.batch_size, Lq, dtype=torch.long, device=qmask.device)
+        mask = torch.arange(Lq, device=qmask.device)[None] < lengths[:, None]
+        for b in range(self.batch_size):
+            ids[b, : int(lengths[b])] = self.prompt.input_ids[b][qmask[b]]
+        return self.adapter.embed_text(ids), mask
+
+    def sample_key(self, b: int) -> str:
+        """A stable identifier of sample ``b`` (its key when the batch has keys, else its position)."""
+        return self.prompt.keys[b] if self.prompt.keys is not None else str(b)
+
+
+@dataclasses.dataclass
+class TrainOutput:
+    """What a trainable method's differentiable training path returns.
+
+    Attributes:
+        visual: the full-length (soft-gated) visual tokens the LLM sees during training.
+        aux_loss: the method's own loss term(s) added to the LM loss (scalar).
+        metrics: detached scalars/tensors for logging.
+    """
+
+    visual: VisualTokens
+    aux_loss: Tensor
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class PruningMethod(nn.Module):
+    """Base class of every method. Subclasses set the class attributes and override the hooks they use.
+
+    Class attributes:
+        name: registry name.
+        config_class: the typed config dataclass.
+        hook_point: ``"none"``, ``"pre_llm"``, ``"in_llm"`` or ``"decode"`` (where it acts).
+        uses_text: whether the selection looks at the prompt.
+        training_free: whether it works without training.
+        budgeted: whether it takes a retained-token budget.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    hook_point: ClassVar[str] = "none"
+    uses_text: ClassVar[bool] = False
+    training_free: ClassVar[bool] = True
+    budgeted: ClassVar[bool] = True
+
+    def __init__(self, config: MethodConfig | Mapping[str, Any] | None = None):
+        super().__init__()
+        if config is None or isinstance(config, Mapping):
+            config = self.config_class.from_dict(config)
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} expects a {self.config_class.__name__}, "
+                            f"got {type(config).__name__}")
+        self.config = config
+
+    @property
+    def position_mode(self) -> str:
+        return self.config.positions
+
+    def select(self, ctx: SelectionContext) -> VisualTokens:
+        """Pre-LLM selection or merging. Default: every visual token, in raster order."""
+        return ctx.adapter.keep_all(ctx.vision)
+
+    def llm_hooks(self, ctx: SelectionContext) -> list[PrefillDrop]:
+        """In-LLM drop hooks for this batch. Default: none."""
+        return []
+
+    def decode_hooks(self, ctx: SelectionContext) -> list[DecodeEvict]:
+        """Decode-time eviction hooks for this batch. Default: none."""
+        return []
+
+    def train_forward(self, ctx: SelectionContext, step: int) -> TrainOutput:
+        """The differentiable training path (trainable methods only)."""
+        raise NotImplementedError(f"{self.name} is training-free; it has no training path")
+
+    def extra_repr(self) -> str:
+        return repr(self.config)

@@ -1,0 +1,86 @@
+"""``PrunedVLM``: a frozen backbone adapter composed with one pruning method — the single path every harness
+(evaluation, efficiency, training, notebooks) runs a method through.
+
+Example::
+
+    import stepprune
+    adapter = stepprune.load_backbone("path/to/llava-1.5-7b-hf")
+    vlm = stepprune.PrunedVLM(adapter, stepprune.build_method("random", budget=64))
+    batch = adapter.prepare(images, [q + "\\nAnswer the question using a single word or phrase." for q in qs])
+    out = vlm.generate(batch, max_new_tokens=16)
+    out.texts, out.kept            # answers; visual tokens kept per sample
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from stepprune.backbones.base import BackboneAdapter
+from stepprune.backbones.types import LMInputs, PromptBatch, VisualTokens
+from stepprune.methods.base import PruningMethod, SelectionContext
+
+
+@dataclasses.dataclass
+class PrunedGeneration:
+    """Result of :meth:`PrunedVLM.generate`.
+
+    Attributes:
+        texts: decoded answers (stripped).
+        tokens: (B, T) generated ids.
+        kept: (B,) visual tokens handed to the LLM (after pre-LLM selection).
+        kept_index: per sample, the original visual indices handed to the LLM (source indices for merged tokens).
+        visual_per_layer: (B, num_layers) visual tokens that actually enter each LLM layer at prefill.
+        cached_visual_per_layer: (B, num_layers) visual KV entries left in each layer at the end of generation.
+    """
+
+    texts: list[str]
+    tokens: Tensor
+    kept: Tensor
+    kept_index: list[list[int]]
+    visual_per_layer: Tensor
+    cached_visual_per_layer: Tensor
+
+
+class PrunedVLM(nn.Module):
+    """A frozen backbone plus one method. Only the method's parameters are trainable."""
+
+    def __init__(self, adapter: BackboneAdapter, method: PruningMethod):
+        super().__init__()
+        self.adapter = adapter
+        self.method = method.to(adapter.device)
+
+    def context(self, prompt: PromptBatch) -> SelectionContext:
+        """Runs the vision tower and wraps what methods may look at."""
+        return SelectionContext(self.adapter, prompt, self.adapter.vision_features(prompt))
+
+    def llm_inputs(self, ctx: SelectionContext) -> tuple[LMInputs, VisualTokens]:
+        """Pre-LLM selection, then the spliced LLM batch with the method's position convention."""
+        visual = self.method.select(ctx)
+        return self.adapter.splice(ctx.prompt, visual, ctx.vision, self.method.position_mode), visual
+
+    @torch.no_grad()
+    def generate(self, prompt: PromptBatch, max_new_tokens: int = 16) -> PrunedGeneration:
+        """Greedy answers for a batch, with the method applied at every point it acts."""
+        ctx = self.context(prompt)
+        inputs, visual = self.llm_inputs(ctx)
+        res = self.adapter.generate(inputs, max_new_tokens, self.method.llm_hooks(ctx), self.method.decode_hooks(ctx))
+        kept_index = [visual.source_index[b, : int(visual.count[b])].tolist() for b in range(prompt.batch_size)]
+        return PrunedGeneration(
+            texts=self.adapter.decode(res.tokens),
+            tokens=res.tokens,
+            kept=visual.count,
+            kept_index=kept_index,
+            visual_per_layer=res.visual_per_layer,
+            cached_visual_per_layer=res.cached_visual_per_layer,
+        )
+
+    @torch.no_grad()
+    def logits(self, prompt: PromptBatch) -> tuple[Tensor, LMInputs]:
+        """Full-sequence logits (B, L', V) of the pruned batch (in-LLM hooks applied) and the LLM inputs."""
+        ctx = self.context(prompt)
+        inputs, _ = self.llm_inputs(ctx)
+        res = self.adapter.forward(inputs, self.method.llm_hooks(ctx))
+        return self.adapter.runner.logits(res.hidden), inputs
