@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny backbones built offline once per session, deterministic images, and the environment a
+2-core CPU machine with no network needs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def make_images(n: int, seed: int = 0, size: tuple[int, int] = (96, 96)) -> list[Image.Image]:
+    """``n`` deterministic random RGB images (width, height = ``size``)."""
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(n)]
+
+
+PROMPTS = [
+    "What color is the square?",
+    "How many objects are there in the image? Count them carefully.",
+    "Is there a red circle?",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory):
+    from stepprune.backbones.tiny import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory):
+    from stepprune.backbones.tiny import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny_qwen"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def llava(tiny_llava_dir):
+    import stepprune
+
+    torch.manual_seed(0)
+    return stepprune.load_backbone(tiny_llava_dir)
+
+
+@pytest.fixture(scope="session")
+def qwen(tiny_qwen_dir):
+    import stepprune
+
+    return stepprune.load_backbone(tiny_qwen_dir)
+
+
+@pytest.fixture(params=["llava", "qwen"])
+def adapter(request):
+    """Each test using it runs once per supported backbone family."""
+    return request.getfixturevalue(request.param)

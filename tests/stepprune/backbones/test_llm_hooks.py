@@ -1,0 +1,132 @@
+"""In-LLM hooks: dropping tokens entering a layer, recomputed attention rows, and decode-time eviction."""
+
+import pytest
+import torch
+
+import stepprune
+from stepprune.backbones.hooks import DecodeEvict, LayerEdit, PrefillDrop
+from stepprune.backbones.types import VISUAL
+from tests.conftest import PROMPTS, make_images
+from tests.stepprune.backbones.reference import cache_free_greedy
+
+
+def _inputs(adapter, n=2, seed=0):
+    prompt = adapter.prepare(make_images(n, seed=seed), PROMPTS[:n])
+    vision = adapter.vision_features(prompt)
+    return adapter.splice(prompt, adapter.keep_all(vision), vision), prompt
+
+
+def _every_other_visual(ctx):
+    st = ctx.state
+    vis = st.segment == VISUAL
+    rank = vis.long().cumsum(dim=1)
+    return vis & (rank % 2 == 0)
+
+
+def test_keep_all_hook_changes_nothing(adapter):
+    inputs, _ = _inputs(adapter)
+    plain = adapter.forward(inputs).hidden
+    for positions in ("keep", "contiguous"):
+        hooked = adapter.forward(inputs, [PrefillDrop(2, lambda ctx: ctx.state.segment == VISUAL,
+                                                      positions=positions)]).hidden
+        if adapter.family == "llava" or positions == "keep":  # unpruned LLaVA positions are already contiguous
+            torch.testing.assert_close(hooked, plain, rtol=0, atol=1e-6)
+
+
+def test_drop_at_layer_k_reaches_only_later_layers(adapter):
+    inputs, _ = _inputs(adapter)
+    n = int(inputs.num_visual[0])
+    res = adapter.runner.prefill(inputs, [PrefillDrop(2, _every_other_visual)])
+    assert res.visual_per_layer[0].tolist() == [n, n, n // 2, n // 2]
+    # The dropped run equals a run whose layers >= 2 never saw those tokens: check via cache-free decoding.
+    gen = adapter.generate(inputs, 4, drops=[PrefillDrop(2, _every_other_visual)])
+    assert gen.visual_per_layer[0].tolist() == [n, n, n // 2, n // 2]
+    ref = cache_free_greedy(adapter, inputs, 4, drops=[PrefillDrop(2, _every_other_visual)])
+    assert torch.equal(gen.tokens[:, :1], ref[:, :1])
+
+
+@pytest.mark.parametrize("positions", ["keep", "contiguous"])
+def test_cached_decoding_after_an_in_llm_drop_matches_recomputation(llava, positions):
+    inputs, _ = _inputs(llava, seed=3)
+    drops = [PrefillDrop(1, _every_other_visual, positions=positions)]
+    cached = llava.generate(inputs, 5, drops=drops).tokens
+    ref = cache_free_greedy(llava, inputs, 5, drops=drops)
+    assert torch.equal(cached, ref)
+
+
+def test_inserting_extra_tokens_after_the_visual_run(llava):
+    inputs, _ = _inputs(llava, n=1)
+    D = inputs.embeds.shape[-1]
+
+    def add_two(ctx):
+        st = ctx.state
+        extra = torch.zeros(1, 2, D)
+        return LayerEdit(keep=st.segment == VISUAL, extra_hidden=extra,
+                         extra_positions=torch.tensor([[5, 6]]), extra_index=torch.tensor([[5, 6]]))
+
+    res = llava.runner.prefill(inputs, [PrefillDrop(2, add_two)])
+    assert res.visual_per_layer[0].tolist() == [576, 576, 578, 578]
+    seg = res.state.segment[0][res.state.valid[0]]
+    vis_slots = (seg == VISUAL).nonzero().flatten()
+    assert (vis_slots[1:] - vis_slots[:-1]).eq(1).all()  # extras sit right after the visual run
+
+
+def test_attention_rows_equal_eager_attention(tiny_llava_dir, tiny_qwen_dir):
+    # Rows recomputed from a layer's recorded input equal HF's eager attention probabilities.
+    for path in (tiny_llava_dir, tiny_qwen_dir):
+        eager = stepprune.load_backbone(path, attn_implementation="eager")
+        inputs, prompt = _inputs(eager, n=1, seed=5)
+        got = {}
+
+        def probe(ctx):
+            last = torch.full((1, 1), ctx.state.hidden.shape[1] - 1)
+            got["rows"] = ctx.attention_rows(1, last)
+            return ctx.state.segment == VISUAL
+
+        eager.runner.prefill(inputs, [PrefillDrop(2, probe, record_inputs=(1,))])
+        kw = dict(input_ids=prompt.input_ids, **prompt.pixel_inputs, **prompt.extra, output_attentions=True)
+        if eager.family != "llava":
+            eager.model.model.rope_deltas = None
+        ref = eager.model(**kw).attentions[1][:, :, -1:, :]
+        assert ref.numel() > 0  # eager really returned attention maps
+        torch.testing.assert_close(got["rows"], ref.float(), rtol=0, atol=1e-5)
+
+
+def test_record_inputs_is_required_for_attention_rows(llava):
+    inputs, _ = _inputs(llava, n=1)
+
+    def probe(ctx):
+        ctx.attention_rows(1, torch.zeros(1, 1, dtype=torch.long))
+
+    with pytest.raises(KeyError, match="record_inputs"):
+        llava.runner.prefill(inputs, [PrefillDrop(2, probe)])
+
+
+def test_decode_time_eviction_shrinks_the_cache(adapter):
+    inputs, _ = _inputs(adapter, n=2, seed=9)
+    n = int(inputs.num_visual[0])
+    seen = []
+
+    def evict_half(ctx):
+        row, group = ctx.attention_row(1)  # the new token's attention at layer 1, over its cache
+        assert row.shape[-1] == group.valid.shape[1]
+        seen.append(int(((ctx.group.segment == VISUAL) & ctx.group.valid).sum(1)[0]))
+        if ctx.step != 0:
+            return None
+        vis = ctx.group.segment == VISUAL
+        rank = vis.long().cumsum(dim=1)
+        return ~vis | (rank <= n // 2)
+
+    # No EOS, so all 4 steps run whatever the random model says.
+    out = adapter.runner.generate(inputs, 4, None, adapter.pad_token_id,
+                                  evicts=[DecodeEvict(2, evict_half, record_inputs=(1,))])
+    assert out.tokens.shape[1] == 4 and len(seen) == 3
+    assert seen[0] == n and all(s == n // 2 for s in seen[1:])
+    assert out.cached_visual_per_layer[0].tolist() == [n, n, n // 2, n // 2]
+    assert out.visual_per_layer[0].tolist() == [n] * 4  # prefill itself was unpruned
+
+
+def test_hook_layer_out_of_range(llava):
+    inputs, _ = _inputs(llava, n=1)
+    with pytest.raises(ValueError, match="hook layer"):
+        llava.runner.prefill(inputs, [PrefillDrop(0, lambda c: c.state.segment == VISUAL)])
