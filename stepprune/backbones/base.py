@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from stepprune.backbones.hooks import DecodeEvict, PrefillDrop
 from stepprune.backbones.llm import GenerationResult, LLMRunner, PrefillResult
+from stepprune.backbones.preprocess import Preprocessor, single_turn
 from stepprune.backbones.splice import PositionMode, splice
 from stepprune.backbones.types import LMInputs, PromptBatch, VisionFeatures, VisualTokens
 
@@ -49,6 +50,7 @@ class BackboneAdapter(abc.ABC):
         self.tokenizer = processor.tokenizer
         self.path = Path(path)
         self.runner = LLMRunner(self.text_model, model.lm_head)
+        self.preprocessor = Preprocessor(processor, self.image_token_id)
 
     # ------------------------------------------------------------------------------------ family-specific
     @property
@@ -72,10 +74,6 @@ class BackboneAdapter(abc.ABC):
     @abc.abstractmethod
     def _positions(self, input_ids: Tensor, attention_mask: Tensor, extra: dict, pixel_inputs: dict) -> Tensor:
         """Position ids of the unpruned, possibly padded, sequence: (B, L0) or (3, B, L0)."""
-
-    @abc.abstractmethod
-    def _image_token_string(self) -> str:
-        """The placeholder string the chat template emits once per image."""
 
     # ------------------------------------------------------------------------------------------ properties
     @property
@@ -110,13 +108,6 @@ class BackboneAdapter(abc.ABC):
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def _format_full(self, text: str, answer: str) -> str:
-        messages = [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
-            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-        ]
-        return self.processor.apply_chat_template(messages, tokenize=False)
-
     def prepare(
         self,
         images: Sequence[Image.Image],
@@ -124,7 +115,7 @@ class BackboneAdapter(abc.ABC):
         answers: Sequence[str] | None = None,
         keys: Sequence[str] | None = None,
     ) -> PromptBatch:
-        """Tokenises a batch with the backbone's processor.
+        """Tokenises single-question samples with the backbone's processor and chat template.
 
         Args:
             images: one PIL image per sample.
@@ -133,65 +124,32 @@ class BackboneAdapter(abc.ABC):
             keys: stable sample identifiers.
 
         Returns:
-            The batch on the adapter's device, with ``question_mask`` marking exactly the prompt text's tokens.
+            The batch on the adapter's device; ``question_mask`` marks exactly the prompt text's tokens.
         """
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
         if answers is not None and len(answers) != len(prompts):
             raise ValueError(f"{len(answers)} answers but {len(prompts)} prompts")
-        heads = [self.format_prompt(p) for p in prompts]
-        texts = heads if answers is None else [self._format_full(p, a) for p, a in zip(prompts, answers)]
-        for h, t in zip(heads, texts):
-            if not t.startswith(h):
-                raise ValueError("the chat template's full conversation does not start with its prompt")
-        enc = self.processor(images=list(images), text=texts, padding=True, return_tensors="pt",
-                             return_offsets_mapping=True)
-        offsets = enc.pop("offset_mapping")
-        input_ids, attention_mask = enc.pop("input_ids"), enc.pop("attention_mask")
-        pixel_inputs = {k: enc.pop(k) for k in list(enc.keys()) if k in ("pixel_values", "image_grid_thw")}
-        extra = dict(enc)
-        qmask, labels = self._text_masks(input_ids, attention_mask, offsets, heads, texts, prompts,
-                                         with_labels=answers is not None)
-        positions = self._positions(input_ids, attention_mask, extra, pixel_inputs)
+        convs = [single_turn(p, None if answers is None else answers[i]) for i, p in enumerate(prompts)]
+        return self.prepare_conversations(images, convs, keys)
+
+    def prepare_conversations(self, images: Sequence[Image.Image], conversations: Sequence[Sequence[dict]],
+                              keys: Sequence[str] | None = None) -> PromptBatch:
+        """Tokenises LLaVA-Instruct conversations (multi-turn; labels on every answer when answers are present)."""
+        encoded = self.preprocessor.encode(images, conversations)
+        if not bool((encoded["labels"] != -100).any()):
+            encoded.pop("labels")
+        return self.finish(encoded, keys)
+
+    def finish(self, encoded: dict[str, Tensor], keys: Sequence[str] | None = None) -> PromptBatch:
+        """Completes a batch encoded by :class:`Preprocessor` (possibly on another process): position ids of
+        the unpruned sequence, and everything moved to the adapter's device."""
+        encoded = dict(encoded)
+        input_ids, attention_mask = encoded.pop("input_ids"), encoded.pop("attention_mask")
+        qmask, labels = encoded.pop("question_mask"), encoded.pop("labels", None)
+        pixel_inputs = {k: encoded.pop(k) for k in ("pixel_values", "image_grid_thw") if k in encoded}
+        positions = self._positions(input_ids, attention_mask, encoded, pixel_inputs)
         batch = PromptBatch(input_ids, attention_mask, pixel_inputs, positions, qmask, labels,
-                            list(keys) if keys is not None else None, extra)
+                            list(keys) if keys is not None else None, encoded)
         return batch.to(self.device)
-
-    def _text_masks(self, input_ids, attention_mask, offsets, heads, texts, prompts, with_labels):
-        """Marks the prompt text's tokens and (optionally) the answer's tokens, from the tokenizer's offsets.
-
-        Offsets refer to the text after the processor expanded the image placeholder to N copies, so character
-        positions after the placeholder shift by (N - 1) * len(placeholder).
-        """
-        placeholder = self._image_token_string()
-        B, L = input_ids.shape
-        qmask = torch.zeros(B, L, dtype=torch.bool)
-        labels = torch.full((B, L), -100, dtype=torch.long) if with_labels else None
-        eos = set(self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id])
-        for b in range(B):
-            n_img = int((input_ids[b] == self.image_token_id).sum())
-            img_at = texts[b].find(placeholder)
-            shift = (n_img - 1) * len(placeholder)
-
-            def expanded(c: int, img_at=img_at, shift=shift) -> int:
-                return c + shift if img_at >= 0 and c > img_at else c
-
-            q_start = heads[b].rfind(prompts[b])
-            if q_start < 0:
-                raise ValueError(f"sample {b}: the prompt text is not found verbatim in the chat-templated text")
-            qs, qe = expanded(q_start), expanded(q_start + len(prompts[b]))
-            a_start = expanded(len(heads[b]))
-            valid = attention_mask[b].bool()
-            st, en = offsets[b, :, 0], offsets[b, :, 1]
-            real = valid & (en > st)
-            qmask[b] = real & (st >= qs) & (en <= qe) & (input_ids[b] != self.image_token_id)
-            if labels is not None:
-                idx = (real & (st >= a_start)).nonzero().flatten()
-                for i in idx.tolist():
-                    labels[b, i] = input_ids[b, i]
-                    if int(input_ids[b, i]) in eos:
-                        break
-        return qmask, labels
 
     def embed_text(self, input_ids: Tensor) -> Tensor:
         """(B, L) ids -> (B, L, D) frozen LLM input embeddings."""

@@ -43,9 +43,6 @@ class LlavaAdapter(BackboneAdapter):
         tower = self.model.model.vision_tower
         return getattr(tower, "vision_model", tower).encoder.layers  # older CLIP layouts nest a vision_model
 
-    def _image_token_string(self) -> str:
-        return self.processor.image_token
-
     def _positions(self, input_ids, attention_mask, extra, pixel_inputs) -> Tensor:
         # Each sample's tokens are numbered 0.. ignoring padding (what HF generate does with left padding).
         pos = attention_mask.long().cumsum(dim=1) - 1

@@ -45,9 +45,6 @@ class Qwen25VLAdapter(BackboneAdapter):
     def visual(self) -> nn.Module:
         return self.model.model.visual
 
-    def _image_token_string(self) -> str:
-        return self.processor.image_token
-
     def _positions(self, input_ids, attention_mask, extra, pixel_inputs) -> Tensor:
         # 3-D M-RoPE ids of the unpruned sequence, exactly as the model computes them for generation.
         pos, _ = self.model.model.get_rope_index(

@@ -61,3 +61,41 @@ def test_source_index_outside_the_image_is_rejected(llava):
 def test_mismatched_lengths_are_rejected(llava):
     with pytest.raises(ValueError, match="2 images but 1 prompts"):
         llava.prepare(make_images(2), PROMPTS[:1])
+
+
+def test_multi_turn_conversation_masks_every_question_and_labels_every_answer(adapter):
+    conv = [
+        {"from": "human", "value": "<image>\nWhat color is the square?"},
+        {"from": "gpt", "value": "blue"},
+        {"from": "human", "value": "How many objects?"},
+        {"from": "gpt", "value": "3"},
+    ]
+    prompt = adapter.prepare_conversations(make_images(1), [conv])
+    tok = adapter.tokenizer
+    q = tok.decode(prompt.input_ids[0][prompt.question_mask[0]])
+    assert q == "What color is the square?How many objects?"
+    lab = prompt.labels[0]
+    eos = tok.eos_token_id
+    ends = (lab == eos).nonzero().flatten().tolist()
+    assert len(ends) == 2  # one EOS per answer
+    first = lab[: ends[0] + 1][lab[: ends[0] + 1] != -100]
+    second = lab[ends[0] + 1: ends[1] + 1][lab[ends[0] + 1: ends[1] + 1] != -100]
+    assert tok.decode(first[:-1]).strip() == "blue" and tok.decode(second[:-1]).strip() == "3"
+
+
+def test_preprocessor_encodes_without_the_model(tiny_qwen_dir):
+    from stepprune.backbones.preprocess import Preprocessor, collate, single_turn
+
+    pre = Preprocessor.from_pretrained(tiny_qwen_dir)
+    rows = [pre.encode_one(im, single_turn(p, "yes")) for im, p in zip(make_images(2), PROMPTS[:2])]
+    batch = collate(rows, pre.tokenizer.pad_token_id)
+    assert batch["input_ids"].shape[0] == 2 and batch["image_grid_thw"].tolist() == [[1, 24, 24]] * 2
+    assert batch["attention_mask"][:, -1].all()  # left padding
+
+
+def test_malformed_conversations_are_rejected(llava):
+    with pytest.raises(ValueError, match="must start with a human turn"):
+        llava.prepare_conversations(make_images(1), [[{"from": "gpt", "value": "x"}]])
+    with pytest.raises(ValueError, match="turn 1: expected a assistant turn"):
+        llava.prepare_conversations(make_images(1), [[{"from": "human", "value": "<image>\nq"},
+                                                       {"from": "human", "value": "q2"}]])
