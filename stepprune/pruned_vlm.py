@@ -44,13 +44,40 @@ class PrunedGeneration:
     cached_visual_per_layer: Tensor
 
 
+@dataclasses.dataclass
+class TrainStep:
+    """One training forward pass of a trainable method.
+
+    Attributes:
+        loss: L_LM + the method's own terms (what is back-propagated).
+        lm_loss: the answer-token NLL (detached).
+        aux_loss: the method's own terms (detached).
+        metrics: the method's diagnostics.
+    """
+
+    loss: Tensor
+    lm_loss: Tensor
+    aux_loss: Tensor
+    metrics: dict
+
+
 class PrunedVLM(nn.Module):
-    """A frozen backbone plus one method. Only the method's parameters are trainable."""
+    """A frozen backbone plus one method. Only the method's parameters are trainable: the backbone is held as a
+    plain attribute, not a submodule, so optimisers and DeepSpeed/DDP wrappers see only the method."""
 
     def __init__(self, adapter: BackboneAdapter, method: PruningMethod):
         super().__init__()
         self.adapter = adapter
         self.method = method.to(adapter.device)
+
+    def forward(self, prompt: PromptBatch, step: int) -> TrainStep:
+        """The training path: the method's differentiable visual tokens through the frozen LLM, answer-token
+        NLL plus the method's own loss terms. Gradients reach only the method's parameters."""
+        ctx = self.context(prompt)
+        out = self.method.train_forward(ctx, step)
+        inputs = self.adapter.splice(prompt, out.visual, ctx.vision, "original")
+        lm = self.adapter.lm_loss(self.adapter.forward(inputs))
+        return TrainStep(lm + out.aux_loss, lm.detach(), out.aux_loss.detach(), out.metrics)
 
     def context(self, prompt: PromptBatch) -> SelectionContext:
         """Runs the vision tower and wraps what methods may look at."""

@@ -12,6 +12,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -64,3 +66,20 @@ def qwen(tiny_qwen_dir):
 def adapter(request):
     """Each test using it runs once per supported backbone family."""
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    """One local Ray instance for the whole session (starting Ray costs ~8 s on 2 cores)."""
+    import ray
+
+    from pipeline.cluster import worker_env
+
+    env = worker_env(use_gpu=False)
+    os.environ.update({k: v for k, v in env.items() if k not in os.environ})
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
+             _temp_dir=str(tmp_path_factory.mktemp("ray")), runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,51 @@
+"""Connecting to Ray: a running cluster (``ray job submit`` sets ``RAY_ADDRESS``; or ``ray.address`` in the
+config), or a local instance whose dashboard binds to 127.0.0.1 unless configured otherwise.
+
+Workers get the environment a CPU-only, offline machine needs (no hub access, no telemetry, DeepSpeed's CPU
+accelerator and a persistent JIT-extension cache when there is no GPU) and the repository on their import path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+
+from pipeline.config import RayConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def worker_env(use_gpu: bool) -> dict[str, str]:
+    """Environment variables for Ray workers."""
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions")),
+    }
+    if not use_gpu:
+        env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator (gloo); no CUDA probing
+    return env
+
+
+def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
+    """Connects to the configured or ambient cluster, or starts a local one."""
+    if ray.is_initialized():
+        return
+    env = worker_env(use_gpu)
+    os.environ.update({k: v for k, v in env.items() if k not in os.environ})
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        # Inside `ray job submit` the job's working_dir is already on the workers' path.
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        return
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # Logical CPUs: one more than the cores so Ray Data's decode tasks can run beside the training workers.
+    num_cpus = cfg.num_cpus if cfg.num_cpus is not None else (os.cpu_count() or 2) + 1
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host=cfg.dashboard_host,
+             runtime_env={"env_vars": env}, log_to_driver=True, configure_logging=False)

@@ -1,0 +1,203 @@
+"""The training job's config tree (typed dataclasses). Load it with :func:`pipeline.config_loader.load`.
+
+Derived quantities (gradient accumulation, warm-up steps, the DeepSpeed JSON) are computed from these few dials in
+one place each, never written twice: ``TrainJobConfig.grad_accum`` here and ``pipeline.engine`` for DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from stepprune.methods import method_class
+
+
+@dataclasses.dataclass
+class BackboneConfig:
+    """The frozen backbone: a local Hugging Face folder (``save_pretrained`` layout)."""
+
+    path: str = "checkpoints/synthvqa-llava-tiny"
+    dtype: str = "auto"  # "auto" = float32 on CPU, bfloat16 on GPU
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    trust_remote_code: bool = False
+
+
+@dataclasses.dataclass
+class SynthVQAGenConfig:
+    """Generate the SynthVQA corpus into ``DataConfig.root`` when it is missing (the embedded default)."""
+
+    seed: int = 0
+    n_train_images: int = 4000
+    n_val_images: int = 300
+    n_test_images: int = 600
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """The instruction corpus (LLaVA-Instruct JSON + image folder) and its packed Parquet shards.
+
+    Attributes:
+        corpus: the LLaVA-Instruct JSON file.
+        image_folder: where its ``image`` paths are relative to.
+        shards: the folder of Parquet shards written by ``jobs/prepare_data.py`` (and read for training).
+        max_bad_records: corrupt images / malformed rows tolerated (counted, logged, skipped); one more fails the job.
+        max_samples: use only the first N conversations (None = all).
+        rows_per_shard: Parquet rows per output file.
+        preprocess_batch_size: rows per ``map_batches`` call when decoding and tokenising.
+        synthvqa: when set and ``corpus`` is missing, generate SynthVQA first (the embedded default).
+    """
+
+    corpus: str = "data/synthvqa/instruct/train.json"
+    image_folder: str = "data/synthvqa/instruct"
+    shards: str = "data/synthvqa/shards/train"
+    max_bad_records: int = 0
+    max_samples: int | None = None
+    rows_per_shard: int = 1000
+    preprocess_batch_size: int = 16
+    shuffle_seed: int = 0
+    synthvqa: SynthVQAGenConfig | None = None
+
+
+@dataclasses.dataclass
+class MethodSpec:
+    """The trainable method and its own config (validated by the method's config class)."""
+
+    name: str = "stepprune"
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        cls = method_class(self.name)
+        if cls.training_free:
+            raise ValueError(f"method {self.name!r} is training-free; the training job needs a trainable method")
+        cls.config_class.from_dict(self.config)  # unknown or invalid keys fail at load time
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay from ``lr`` to ``min_lr``."""
+
+    lr: float = 2e-4
+    min_lr: float = 2e-6
+    weight_decay: float = 0.01
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: float = 0.03
+    grad_clip: float = 1.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Steps, batch sizes and reporting.
+
+    Attributes:
+        global_batch_size: samples per optimizer step over all workers.
+        micro_batch_size: samples per forward pass on one worker.
+        max_steps: optimizer steps.
+        report_every: steps between metric reports (rank 0 logs them).
+        checkpoint_every: steps between checkpoints (each report at such a step carries one).
+        fail_at_step: fault injection for tests: rank ``fail_rank`` dies (SIGKILL) once, at this step.
+    """
+
+    global_batch_size: int = 32
+    micro_batch_size: int = 4
+    max_steps: int = 200
+    report_every: int = 10
+    checkpoint_every: int = 50
+    num_to_keep: int = 2
+    seed: int = 0
+    threads_per_worker: int | None = None
+    fail_at_step: int | None = None
+    fail_rank: int = 0
+
+
+@dataclasses.dataclass
+class ScalingConfig:
+    """Ray Train workers."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2
+
+
+@dataclasses.dataclass
+class DeepSpeedConfig:
+    """DeepSpeed ZeRO, derived into a DeepSpeed JSON by ``pipeline.engine``. Disabled = DDP."""
+
+    enabled: bool = True
+    zero_stage: Literal[0, 1, 2] = 2
+    bf16: bool | None = None  # None = bf16 on GPU, fp32 on CPU
+    offload_optimizer: bool = False
+
+
+@dataclasses.dataclass
+class TrackingConfig:
+    """MLflow. ``uri`` None = a local sqlite store under the storage root; ``host`` is where the UI binds."""
+
+    uri: str | None = None
+    experiment: str = "stepprune"
+    run_name: str | None = None
+
+
+@dataclasses.dataclass
+class StorageConfig:
+    """Where runs live. Re-running with the same ``name`` resumes from its latest checkpoint."""
+
+    root: str = "runs"
+    name: str = "embedded"
+
+
+@dataclasses.dataclass
+class HeldOutEvalConfig:
+    """The held-out check the training job prints: the trained selector against vanilla and random pruning."""
+
+    enabled: bool = True
+    folder: str = "data/synthvqa/native/val"
+    max_items: int = 400
+    batch_size: int = 16
+    max_new_tokens: int = 8
+
+
+@dataclasses.dataclass
+class RayConfig:
+    """How to reach Ray: ``address`` None starts a local instance (dashboard on 127.0.0.1)."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    dashboard_host: str = "127.0.0.1"
+
+
+@dataclasses.dataclass
+class TrainJobConfig:
+    """The whole training job."""
+
+    backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    method: MethodSpec = dataclasses.field(default_factory=MethodSpec)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    scaling: ScalingConfig = dataclasses.field(default_factory=ScalingConfig)
+    deepspeed: DeepSpeedConfig = dataclasses.field(default_factory=DeepSpeedConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
+    eval: HeldOutEvalConfig = dataclasses.field(default_factory=HeldOutEvalConfig)
+    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        t = self.train
+        per_step = t.micro_batch_size * self.scaling.num_workers
+        if t.global_batch_size % per_step:
+            raise ValueError(f"train.global_batch_size {t.global_batch_size} must be a multiple of "
+                             f"micro_batch_size x num_workers = {per_step}")
+        if t.max_steps < 1 or t.report_every < 1 or t.checkpoint_every < 1:
+            raise ValueError("train.max_steps, report_every and checkpoint_every must be >= 1")
+        if t.checkpoint_every % t.report_every:
+            raise ValueError("train.checkpoint_every must be a multiple of train.report_every")
+
+    @property
+    def grad_accum(self) -> int:
+        """Micro-batches per optimizer step on each worker."""
+        return self.train.global_batch_size // (self.train.micro_batch_size * self.scaling.num_workers)
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(round(self.optim.warmup_ratio * self.train.max_steps))

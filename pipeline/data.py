@@ -1,0 +1,221 @@
+"""Ray Data for the instruction corpus: validate and pack it into Parquet shards, then stream it into training.
+
+* :func:`prepare_shards` reads a LLaVA-Instruct JSON file with its image folder, checks every record (fields,
+  turn structure, the image file decodes) in ``map_batches`` tasks, and writes the good ones to Parquet with
+  :data:`SHARD_SCHEMA` (image bytes + conversation JSON). Bad records are counted, logged with their row and id,
+  and skipped up to ``max_bad_records``; one more fails the job with a :class:`DataError` listing them.
+* :func:`training_dataset` reads the shards and decodes + resizes + tokenises them in ``map_batches`` on CPU
+  workers (streaming into the training workers), with the backbone's model-free :class:`Preprocessor`; rows that
+  still fail are counted by a :class:`RecordGuard` actor under the same tolerance.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+from PIL import Image
+
+from stepprune.backbones.preprocess import IMAGE_MARKER, Preprocessor
+
+log = logging.getLogger(__name__)
+
+SHARD_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("row", pa.int64(), nullable=False),
+    pa.field("image", pa.binary(), nullable=False),
+    pa.field("conversations", pa.string(), nullable=False),
+])
+
+
+class DataError(RuntimeError):
+    """The corpus has more bad records than the configured tolerance."""
+
+
+def check_record(record: Any) -> str:
+    """Returns '' for a well-formed LLaVA-Instruct record, else "field '<name>': <problem>"."""
+    if not isinstance(record, dict):
+        return f"field '<record>': expected an object, got {type(record).__name__}"
+    for name in ("id", "image", "conversations"):
+        if name not in record:
+            return f"field '{name}': missing"
+    if not isinstance(record["image"], str) or not record["image"]:
+        return "field 'image': expected a relative path"
+    conv = record["conversations"]
+    if not isinstance(conv, list) or len(conv) < 2:
+        return "field 'conversations': expected a list of at least one human and one gpt turn"
+    for i, turn in enumerate(conv):
+        if not isinstance(turn, dict) or turn.get("from") != ("human" if i % 2 == 0 else "gpt"):
+            return f"field 'conversations[{i}].from': turns must alternate human/gpt starting with human"
+        if not isinstance(turn.get("value"), str) or not turn["value"].strip():
+            return f"field 'conversations[{i}].value': expected non-empty text"
+    if sum(IMAGE_MARKER in t["value"] for t in conv) != 1:
+        return f"field 'conversations': exactly one turn must hold the {IMAGE_MARKER} marker"
+    return ""
+
+
+def _pack_batch(batch: dict[str, np.ndarray], image_folder: str) -> dict[str, np.ndarray]:
+    """map_batches UDF: parse + validate records, read and verify their images."""
+    out: dict[str, list] = {"id": [], "row": [], "image": [], "conversations": [], "error": []}
+    for row, text in zip(batch["row"], batch["record"]):
+        record, error, blob = None, "", b""
+        try:
+            record = json.loads(text)
+            error = check_record(record)
+        except json.JSONDecodeError as e:
+            error = f"field '<record>': invalid JSON ({e})"
+        if not error:
+            path = Path(image_folder) / record["image"]
+            try:
+                blob = path.read_bytes()
+                with Image.open(io.BytesIO(blob)) as im:
+                    im.load()  # a truncated or corrupt file fails here, not at training time
+            except FileNotFoundError:
+                error = f"field 'image': file not found: {path}"
+            except Exception as e:  # noqa: BLE001 - PIL raises many types for corrupt files
+                error = f"field 'image': cannot decode {path} ({type(e).__name__}: {e})"
+        rid = str(record.get("id", "")) if isinstance(record, dict) else ""
+        out["id"].append(rid)
+        out["row"].append(int(row))
+        out["image"].append(b"" if error else blob)
+        out["conversations"].append("" if error else json.dumps(record["conversations"]))
+        out["error"].append(error)
+    return {k: np.array(v, dtype=object if k in ("image", "id", "conversations", "error") else np.int64)
+            for k, v in out.items()}
+
+
+def _to_shard_table(batch: dict[str, np.ndarray]) -> pa.Table:
+    return pa.table({name: pa.array(list(batch[name]), type=SHARD_SCHEMA.field(name).type)
+                     for name in SHARD_SCHEMA.names}, schema=SHARD_SCHEMA)
+
+
+def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | Path, *,
+                   max_bad_records: int = 0, max_samples: int | None = None,
+                   rows_per_shard: int = 1000) -> dict[str, Any]:
+    """Packs a LLaVA-Instruct corpus into Parquet shards. Returns the manifest it also writes.
+
+    Raises:
+        DataError: more than ``max_bad_records`` bad records; the message names each (file, row, id, field).
+        FileNotFoundError / ValueError: the corpus file is missing or is not a JSON list.
+    """
+    corpus = Path(corpus)
+    try:
+        records = json.loads(corpus.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"corpus not found: {corpus}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{corpus}: not valid JSON ({e})") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{corpus}: the LLaVA-Instruct format is a JSON list of records")
+    if max_samples is not None:
+        records = records[:max_samples]
+    items = [{"row": i, "record": json.dumps(r)} for i, r in enumerate(records)]
+    n_blocks = max(1, min(64, len(items) // 200))
+    ds = ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
+        _pack_batch, fn_kwargs={"image_folder": str(image_folder)}, batch_size=64, batch_format="numpy")
+    ds = ds.materialize()
+    bad = ds.filter(lambda r: r["error"] != "").select_columns(["row", "id", "error"]).take_all()
+    bad.sort(key=lambda r: r["row"])
+    for b in bad:
+        log.warning("%s: row %d (id %r): %s -- skipped", corpus, b["row"], b["id"], b["error"])
+    if len(bad) > max_bad_records:
+        listed = "\n".join(f"  {corpus}: row {b['row']} (id {b['id']!r}): {b['error']}" for b in bad[:20])
+        raise DataError(f"{len(bad)} bad records exceed data.max_bad_records={max_bad_records}:\n{listed}")
+    good = ds.filter(lambda r: r["error"] == "").map_batches(_to_shard_table, batch_format="numpy")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.parquet"):
+        old.unlink()
+    good.repartition(max(1, (len(items) - len(bad) + rows_per_shard - 1) // rows_per_shard)).write_parquet(
+        str(out))
+    manifest = {"corpus": str(corpus), "image_folder": str(image_folder), "records": len(records),
+                "written": len(records) - len(bad), "bad": [dict(b) for b in bad], "schema": SHARD_SCHEMA.to_string()}
+    (out / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+@ray.remote(num_cpus=0)
+class RecordGuard:
+    """Counts records that fail at training time (decode / tokenise) and enforces the tolerance."""
+
+    def __init__(self, max_bad: int):
+        self.max_bad, self.bad = max_bad, []
+
+    def report(self, rid: str, error: str) -> bool:
+        """Records one bad row; returns False once the tolerance is exceeded."""
+        self.bad.append((rid, error))
+        log.warning("training record %r skipped: %s", rid, error)
+        return len(self.bad) <= self.max_bad
+
+    def count(self) -> int:
+        return len(self.bad)
+
+
+_PREPROCESSORS: dict[str, Preprocessor] = {}
+
+
+def _encode_batch(batch: dict[str, np.ndarray], backbone: str, guard_name: str | None) -> dict[str, np.ndarray]:
+    """map_batches UDF: decode + resize (the image processor) + tokenise each row; failed rows are dropped."""
+    pre = _PREPROCESSORS.get(backbone)
+    if pre is None:  # once per worker process
+        pre = _PREPROCESSORS[backbone] = Preprocessor.from_pretrained(backbone)
+    rows, ids = [], []
+    for rid, blob, conv in zip(batch["id"], batch["image"], batch["conversations"]):
+        try:
+            with Image.open(io.BytesIO(blob)) as im:
+                image = im.convert("RGB")
+            rows.append(pre.encode_one(image, json.loads(conv)))
+            ids.append(rid)
+        except Exception as e:  # noqa: BLE001
+            ok = True
+            if guard_name is not None:
+                ok = ray.get(ray.get_actor(guard_name).report.remote(str(rid), f"{type(e).__name__}: {e}"))
+            if not ok:
+                raise DataError(f"bad training records exceed the tolerance (last: id {rid!r}: {e})") from e
+    if not rows:
+        return {}
+    out = {k: _ragged([r[k] for r in rows]) for k in rows[0]}
+    out["id"] = np.array(ids, dtype=object)
+    return out
+
+
+def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stacks equal-shape arrays; keeps different shapes as an object array (a ragged tensor column)."""
+    if all(a.shape == arrays[0].shape for a in arrays):
+        return np.stack(arrays)
+    out = np.empty(len(arrays), dtype=object)
+    out[:] = arrays
+    return out
+
+
+def training_dataset(shards: str | Path, backbone: str, *, batch_size: int = 16, guard_name: str | None = None,
+                     seed: int = 0) -> ray.data.Dataset:
+    """The streaming training dataset: Parquet shards -> decoded, tokenised rows (one per conversation)."""
+    folder = Path(shards)
+    files = sorted(str(p) for p in folder.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no Parquet shards in {folder}; run jobs/prepare_data.py first")
+    ds = ray.data.read_parquet(files, schema=SHARD_SCHEMA)
+    missing = set(SHARD_SCHEMA.names) - set(ds.schema().names)
+    if missing:
+        raise ValueError(f"{folder}: shards lack columns {sorted(missing)} (expected {SHARD_SCHEMA.names})")
+    ds = ds.randomize_block_order(seed=seed)
+    return ds.map_batches(_encode_batch, fn_kwargs={"backbone": str(backbone), "guard_name": guard_name},
+                          batch_size=batch_size, batch_format="numpy", num_cpus=0.5)
+
+
+def rows_to_batch(batch: dict[str, np.ndarray], pad_token_id: int) -> dict[str, Any]:
+    """``iter_batches`` batch (dict of numpy columns, ragged as object arrays) -> the collated tensor dict and
+    the row ids (see :func:`stepprune.backbones.preprocess.collate`)."""
+    from stepprune.backbones.preprocess import collate
+
+    n = len(batch["id"])
+    keys = [k for k in batch if k != "id"]
+    rows = [{k: np.asarray(batch[k][i]) for k in keys} for i in range(n)]
+    return {"encoded": collate(rows, pad_token_id), "ids": [str(x) for x in batch["id"]]}

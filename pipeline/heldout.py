@@ -1,0 +1,52 @@
+"""The held-out check a training job ends with: accuracy of the trained selector against vanilla and against
+random pruning at the same mean number of kept tokens, on a held-out split of a benchmark folder.
+
+Runs in the job's driver process on a modest number of items (the full evaluation matrix is ``jobs/eval_matrix.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+import stepprune
+from stepprune.benchmarks import get_benchmark
+
+
+@dataclasses.dataclass
+class HeldOutResult:
+    """Accuracy and mean kept tokens of one method on the held-out items."""
+
+    method: str
+    accuracy: float
+    mean_kept: float
+    items: int
+    seconds: float
+    kept: list[int]
+
+
+def evaluate_methods(adapter: stepprune.BackboneAdapter, methods: Sequence[tuple[str, stepprune.PruningMethod]],
+                     folder: str, *, benchmark: str = "synthvqa", max_items: int = 400, batch_size: int = 16,
+                     max_new_tokens: int = 8) -> list[HeldOutResult]:
+    """Greedy answers of each (label, method) on the first ``max_items`` items, scored by the benchmark."""
+    bench = get_benchmark(benchmark)
+    items = bench.load(folder, limit=max_items)
+    images = [it.load_image() for it in items]
+    results = []
+    for label, method in methods:
+        vlm = stepprune.PrunedVLM(adapter, method)
+        preds, kept = [], []
+        t0 = time.perf_counter()
+        for i in range(0, len(items), batch_size):
+            chunk = items[i: i + batch_size]
+            prompt = adapter.prepare(images[i: i + batch_size], [it.prompt for it in chunk],
+                                     keys=[it.qid for it in chunk])
+            out = vlm.generate(prompt, max_new_tokens=max_new_tokens)
+            preds.extend(out.texts)
+            kept.extend(out.kept.tolist())
+        score = float(np.mean([bench.score_one(p, it) for p, it in zip(preds, items)]))
+        results.append(HeldOutResult(label, score, float(np.mean(kept)), len(items), time.perf_counter() - t0, kept))
+    return results

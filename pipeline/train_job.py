@@ -1,0 +1,193 @@
+"""The training job's driver: data, MLflow run, ``TorchTrainer`` fit, held-out check, summary.
+
+``run(cfg)`` does, in order:
+1. connect to Ray (or start it locally);
+2. make sure the data exists: generate SynthVQA when configured and missing, pack the Parquet shards when missing;
+3. create (or, for a resumed run name, re-attach) the MLflow run and log the flattened config;
+4. fit a ``TorchTrainer`` running :func:`pipeline.train_loop.train_loop_per_worker` with ``FailureConfig`` and
+   ``CheckpointConfig``; re-running under the same ``storage.name`` resumes from its latest checkpoint;
+5. log the final selector and the config as artifacts, run the held-out check, print and return the summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig
+from ray.train import ScalingConfig as RayScaling
+from ray.train.torch import TorchTrainer
+
+from pipeline.cluster import init_ray
+from pipeline.config import TrainJobConfig
+from pipeline.config_loader import config_hash, dump, flatten, to_dict
+from pipeline.data import RecordGuard, prepare_shards, training_dataset
+from pipeline.tracking import MlflowTracker, default_tracking_uri
+from pipeline.train_loop import train_loop_per_worker
+
+
+@dataclasses.dataclass
+class TrainSummary:
+    """What the job prints at the end."""
+
+    run_name: str
+    mlflow_run_id: str
+    tracking_uri: str
+    steps: int
+    final_metrics: dict[str, Any]
+    selector_dir: str
+    heldout: list[dict[str, Any]]
+    seconds: float
+
+    def render(self) -> str:
+        m = self.final_metrics
+        lines = [
+            f"run {self.run_name}: {self.steps} steps in {self.seconds / 60:.1f} min",
+            "final: " + ", ".join(f"{k}={m[k]:.4g}" for k in ("loss", "lm_loss", "aux_loss", "K_mean", "K_std")
+                                  if isinstance(m.get(k), (int, float))),
+            f"selector checkpoint: {self.selector_dir}",
+        ]
+        if self.heldout:
+            lines.append("held-out accuracy (same items):")
+            for r in self.heldout:
+                lines.append(f"  {r['method']:<28} acc={r['accuracy']:.4f}  mean kept tokens={r['mean_kept']:.1f}")
+        lines.append(f"MLflow run {self.mlflow_run_id} at {self.tracking_uri}")
+        return "\n".join(lines)
+
+
+def absolutize(cfg: TrainJobConfig) -> TrainJobConfig:
+    """Resolves every path against the current directory (workers may run elsewhere)."""
+    a = lambda p: str(Path(p).resolve()) if p else p  # noqa: E731
+    return dataclasses.replace(
+        cfg,
+        backbone=dataclasses.replace(cfg.backbone, path=a(cfg.backbone.path)),
+        data=dataclasses.replace(cfg.data, corpus=a(cfg.data.corpus), image_folder=a(cfg.data.image_folder),
+                                 shards=a(cfg.data.shards)),
+        storage=dataclasses.replace(cfg.storage, root=a(cfg.storage.root)),
+        eval=dataclasses.replace(cfg.eval, folder=a(cfg.eval.folder)),
+    )
+
+
+def ensure_data(cfg: TrainJobConfig) -> dict[str, Any]:
+    """Generates SynthVQA (when configured and missing) and packs the shards (when missing or stale)."""
+    d = cfg.data
+    corpus = Path(d.corpus)
+    if not corpus.exists() and d.synthvqa is not None:
+        from stepprune.data.synthvqa import SynthVQAConfig, generate_synthvqa
+
+        root = corpus.parent.parent
+        print(f"[data] generating SynthVQA into {root} (seed {d.synthvqa.seed})", flush=True)
+        t0 = time.perf_counter()
+        generate_synthvqa(root, SynthVQAConfig(seed=d.synthvqa.seed, n_train_images=d.synthvqa.n_train_images,
+                                               n_val_images=d.synthvqa.n_val_images,
+                                               n_test_images=d.synthvqa.n_test_images))
+        print(f"[data] generated in {time.perf_counter() - t0:.0f} s", flush=True)
+    manifest_file = Path(d.shards) / "_manifest.json"
+    stamp = {"corpus": str(corpus), "max_samples": d.max_samples,
+             "corpus_mtime": corpus.stat().st_mtime if corpus.exists() else None}
+    if manifest_file.exists():
+        manifest = json.loads(manifest_file.read_text())
+        if manifest.get("stamp") == stamp:
+            return manifest
+    print(f"[data] packing {corpus} into Parquet shards at {d.shards}", flush=True)
+    manifest = prepare_shards(corpus, d.image_folder, d.shards, max_bad_records=d.max_bad_records,
+                              max_samples=d.max_samples, rows_per_shard=d.rows_per_shard)
+    manifest["stamp"] = stamp
+    manifest_file.write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _mlflow_run(cfg: TrainJobConfig, run_dir: Path, uri: str) -> MlflowTracker:
+    """Creates the run, or re-attaches to the one this run name created before (resume)."""
+    id_file = run_dir / "mlflow_run_id"
+    if id_file.exists():
+        return MlflowTracker(uri, run_id=id_file.read_text().strip())
+    tracker = MlflowTracker(uri, cfg.tracking.experiment, run_name=cfg.tracking.run_name or cfg.storage.name,
+                            tags={"job": "train", "method": cfg.method.name, "config_hash": config_hash(cfg)})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    id_file.write_text(tracker.run_id)
+    return tracker
+
+
+def run(cfg: TrainJobConfig) -> TrainSummary:
+    """Runs the whole job and returns its summary."""
+    t0 = time.perf_counter()
+    cfg = absolutize(cfg)
+    init_ray(cfg.ray, cfg.scaling.use_gpu)
+    manifest = ensure_data(cfg)
+    run_dir = Path(cfg.storage.root) / cfg.storage.name
+    uri = cfg.tracking.uri or default_tracking_uri(cfg.storage.root)
+    tracker = _mlflow_run(cfg, run_dir, uri)
+    tracker.log_params(flatten(cfg))
+    dump(cfg, run_dir / "config.yaml")
+    tracker.log_artifact(run_dir / "config.yaml", "config")
+    tracker.log_metrics({"data.records": manifest["records"], "data.bad_records": len(manifest["bad"])})
+
+    guard_name = f"record-guard-{cfg.storage.name}"
+    guard = RecordGuard.options(name=guard_name, get_if_exists=True).remote(cfg.data.max_bad_records)
+    dataset = training_dataset(cfg.data.shards, cfg.backbone.path, batch_size=cfg.data.preprocess_batch_size,
+                               guard_name=guard_name, seed=cfg.data.shuffle_seed)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": to_dict(cfg), "mlflow": {"uri": uri, "run_id": tracker.run_id},
+                           "storage_dir": str(run_dir)},
+        scaling_config=RayScaling(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                  resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+        run_config=RunConfig(
+            name=cfg.storage.name,
+            storage_path=str(Path(cfg.storage.root) / "ray"),
+            failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
+        ),
+        datasets={"train": dataset},
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        tracker.close("FAILED")
+        raise result.error
+    metrics = dict(result.metrics or {})
+    bad_at_train = ray.get(guard.count.remote())
+    selector_dir = ""
+    heldout: list[dict[str, Any]] = []
+    if result.checkpoint is not None:
+        final = run_dir / "final"
+        with result.checkpoint.as_directory() as d:
+            import shutil
+
+            shutil.rmtree(final, ignore_errors=True)
+            shutil.copytree(Path(d) / "selector", final / "selector")
+        selector_dir = str(final / "selector")
+        tracker.log_artifact(selector_dir, "selector")
+        if cfg.eval.enabled:
+            heldout = heldout_check(cfg, selector_dir, tracker)
+    tracker.log_metrics({"data.bad_records_at_train": bad_at_train})
+    tracker.close()
+    return TrainSummary(cfg.storage.name, tracker.run_id, uri, int(metrics.get("step", 0)), metrics, selector_dir,
+                        heldout, time.perf_counter() - t0)
+
+
+def heldout_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker) -> list[dict[str, Any]]:
+    """Trained selector vs vanilla vs random pruning at the trained selector's mean K, on held-out items."""
+    import stepprune
+    from pipeline.heldout import evaluate_methods
+    from stepprune.checkpoint import load_checkpoint
+
+    adapter = stepprune.load_backbone(cfg.backbone.path)
+    trained = load_checkpoint(selector_dir, adapter)
+    kw = dict(max_items=cfg.eval.max_items, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens)
+    first = evaluate_methods(adapter, [(f"{cfg.method.name} (trained)", trained),
+                                       ("vanilla", stepprune.build_method("vanilla"))], cfg.eval.folder, **kw)
+    k = max(1, round(first[0].mean_kept))
+    rand = evaluate_methods(adapter, [(f"random (budget {k})", stepprune.build_method("random", budget=k))],
+                            cfg.eval.folder, **kw)
+    rows = [dataclasses.asdict(r) for r in (*first, *rand)]
+    for r in rows:
+        name = r["method"].split(" ")[0]
+        tracker.log_metrics({f"heldout.{name}.accuracy": r["accuracy"], f"heldout.{name}.mean_kept": r["mean_kept"]})
+        r.pop("kept")
+    tracker.log_dict({"heldout": rows}, "heldout.json")
+    return rows

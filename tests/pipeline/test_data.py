@@ -1,0 +1,52 @@
+"""Ray Data: packing the instruction corpus into Parquet shards, bad-record tolerance, streaming tokenisation."""
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.data import SHARD_SCHEMA, DataError, check_record, prepare_shards, rows_to_batch, training_dataset
+from tests.pipeline.corpus import write_corpus
+
+pytestmark = pytest.mark.ray
+
+
+def test_check_record_names_the_field():
+    assert check_record({"id": 1, "image": "a.png", "conversations": []}).startswith("field 'conversations'")
+    assert check_record([1]) == "field '<record>': expected an object, got list"
+
+
+def test_bad_records_are_counted_and_skipped_within_tolerance(ray_session, tmp_path):
+    corpus, folder, problems = write_corpus(tmp_path / "c")
+    manifest = prepare_shards(corpus, folder, tmp_path / "shards", max_bad_records=4, rows_per_shard=3)
+    assert manifest["records"] == 12 and manifest["written"] == 8
+    assert {b["row"]: b["error"] for b in manifest["bad"]}.keys() == problems.keys()
+    for b in manifest["bad"]:
+        assert problems[b["row"]] in b["error"]
+    files = sorted((tmp_path / "shards").glob("*.parquet"))
+    assert len(files) >= 2
+    table = pq.read_table(files)
+    assert table.schema.equals(SHARD_SCHEMA, check_metadata=False)
+    assert sorted(table.column("id").to_pylist()) == sorted(f"good-{i}" for i in range(8))
+
+
+def test_exceeding_the_tolerance_fails_with_every_bad_row_named(ray_session, tmp_path):
+    corpus, folder, problems = write_corpus(tmp_path / "c")
+    with pytest.raises(DataError) as err:
+        prepare_shards(corpus, folder, tmp_path / "shards", max_bad_records=3)
+    msg = str(err.value)
+    assert "4 bad records exceed data.max_bad_records=3" in msg
+    for row in problems:
+        assert f"{corpus}: row {row}" in msg
+
+
+def test_training_dataset_streams_tokenised_rows(ray_session, tmp_path, tiny_llava_dir, llava):
+    corpus, folder, _ = write_corpus(tmp_path / "c")
+    prepare_shards(corpus, folder, tmp_path / "shards", max_bad_records=4)
+    ds = training_dataset(tmp_path / "shards", str(tiny_llava_dir), batch_size=4)
+    batches = list(ds.iter_batches(batch_size=3, batch_format="numpy", drop_last=False))
+    assert sum(len(b["id"]) for b in batches) == 8
+    packed = rows_to_batch(batches[0], llava.pad_token_id)
+    prompt = llava.finish(packed["encoded"], packed["ids"])
+    assert prompt.batch_size == len(packed["ids"])
+    lab = prompt.labels[prompt.labels != -100]
+    assert (lab == llava.tokenizer.eos_token_id).sum() == 2 * prompt.batch_size  # two answers per conversation
+    assert prompt.question_mask.sum(1).min() > 0

@@ -1,0 +1,37 @@
+"""MLflow through the one tracking module: a local sqlite store, params, metrics, artifacts, nested runs."""
+
+from mlflow.tracking import MlflowClient
+
+from pipeline.tracking import MlflowTracker, NullTracker, default_tracking_uri, log_histogram
+
+
+def test_mlflow_run_logs_params_metrics_and_artifacts(tmp_path):
+    uri = default_tracking_uri(tmp_path / "runs")
+    assert uri.startswith("sqlite:///") and uri.endswith("runs/mlflow.db")
+    t = MlflowTracker(uri, "exp", run_name="r1", tags={"job": "test"})
+    t.log_params({"optim.lr": 1e-3, "method.name": "stepprune", "data.max_samples": None})
+    t.log_metrics({"loss": 2.5, "K_mean": 40.0}, step=1)
+    t.log_metrics({"loss": 2.0}, step=2)
+    log_histogram(t, [1, 2, 2, 3, 50], "plots/k_hist.png", "K", "kept")
+    t.log_text("| a |\n|---|\n| 1 |", "tables/t.md")
+    child = MlflowTracker(uri, "exp", run_name="child", parent_run_id=t.run_id)
+    child.close()
+    t.close()
+    c = MlflowClient(uri)
+    run = c.get_run(t.run_id)
+    assert run.data.params["optim.lr"] == "0.001" and run.data.params["data.max_samples"] == "None"
+    assert [m.value for m in c.get_metric_history(t.run_id, "loss")] == [2.5, 2.0]
+    arts = {a.path for a in c.list_artifacts(t.run_id, "plots")} | {a.path for a in c.list_artifacts(t.run_id, "tables")}
+    assert {"plots/k_hist.png", "tables/t.md"} <= arts
+    assert c.get_run(child.run_id).data.tags["mlflow.parentRunId"] == t.run_id
+    # Re-attaching by id (a resumed job) logs into the same run.
+    MlflowTracker(uri, run_id=t.run_id).log_metrics({"loss": 1.5}, step=3)
+    assert len(c.get_metric_history(t.run_id, "loss")) == 3
+
+
+def test_null_tracker_accepts_everything():
+    t = NullTracker()
+    t.log_params({"a": 1})
+    t.log_metrics({"b": 2.0}, step=1)
+    log_histogram(t, [1, 2], "x.png", "t", "x")
+    t.close()
