@@ -32,6 +32,8 @@ class PrunedGeneration:
         tokens: (B, T) generated ids.
         kept: (B,) visual tokens handed to the LLM (after pre-LLM selection).
         kept_index: per sample, the original visual indices handed to the LLM (source indices for merged tokens).
+        final_index: per sample, the original visual indices that reach the last LLM layer (after in-LLM drops)
+            and remain cached at the end of generation (after decode-time eviction).
         visual_per_layer: (B, num_layers) visual tokens that actually enter each LLM layer at prefill.
         cached_visual_per_layer: (B, num_layers) visual KV entries left in each layer at the end of generation.
     """
@@ -40,6 +42,7 @@ class PrunedGeneration:
     tokens: Tensor
     kept: Tensor
     kept_index: list[list[int]]
+    final_index: list[list[int]]
     visual_per_layer: Tensor
     cached_visual_per_layer: Tensor
 
@@ -100,6 +103,7 @@ class PrunedVLM(nn.Module):
             tokens=res.tokens,
             kept=visual.count,
             kept_index=kept_index,
+            final_index=res.final_visual_index,
             visual_per_layer=res.visual_per_layer,
             cached_visual_per_layer=res.cached_visual_per_layer,
         )

@@ -135,12 +135,15 @@ class GenerationResult:
         tokens: (B, T) generated ids; after a sample's EOS its row holds the pad id (as HF ``generate``).
         visual_per_layer: (B, num_layers) visual tokens entering each layer at prefill.
         cached_visual_per_layer: (B, num_layers) visual entries left in each layer's cache at the end.
+        final_visual_index: per sample, the original visual indices left in the last layer's cache at the end
+            (what survived every in-LLM drop and decode-time eviction).
         prefill_length: L', the padded length of the prefill batch.
     """
 
     tokens: Tensor
     visual_per_layer: Tensor
     cached_visual_per_layer: Tensor
+    final_visual_index: list[list[int]]
     prefill_length: int
 
 
@@ -378,7 +381,9 @@ class LLMRunner:
         for g in result.groups:
             for layer_idx in range(g.start, g.end):
                 cached[:, layer_idx] = ((g.segment == VISUAL) & g.valid).sum(dim=1)
-        return GenerationResult(tokens, result.visual_per_layer, cached, result.hidden.shape[1])
+        last = result.groups[-1]
+        final = [last.visual_index[b][(last.segment[b] == VISUAL) & last.valid[b]].tolist() for b in range(B)]
+        return GenerationResult(tokens, result.visual_per_layer, cached, final, result.hidden.shape[1])
 
 
 class PrefillContext:

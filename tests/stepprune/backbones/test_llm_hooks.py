@@ -41,6 +41,8 @@ def test_drop_at_layer_k_reaches_only_later_layers(adapter):
     # The dropped run equals a run whose layers >= 2 never saw those tokens: check via cache-free decoding.
     gen = adapter.generate(inputs, 4, drops=[PrefillDrop(2, _every_other_visual)])
     assert gen.visual_per_layer[0].tolist() == [n, n, n // 2, n // 2]
+    # The survivors are the even-ranked visual tokens, reported by their original indices.
+    assert gen.final_visual_index[0] == list(range(1, n, 2))
     ref = cache_free_greedy(adapter, inputs, 4, drops=[PrefillDrop(2, _every_other_visual)])
     assert torch.equal(gen.tokens[:, :1], ref[:, :1])
 
