@@ -80,6 +80,7 @@ class ActorConfig:
     num_gpus: float = 0.0  # fractional GPUs are fine (e.g. 0.5: two actors share one GPU)
     torch_threads: int | None = 1
     max_restarts: int = 2
+    fail_once_marker: str | None = None  # fault injection for tests: the first actor to run a shard dies once
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -95,11 +96,12 @@ def shard_benchmark(items: list[BenchmarkItem], n: int) -> list[ray.data.Dataset
 class EvalActor:
     """Holds one backbone; answers shards of cells."""
 
-    def __init__(self, path: str, dtype: str, threads: int | None, use_gpu: bool):
+    def __init__(self, path: str, dtype: str, threads: int | None, use_gpu: bool, fail_once_marker: str | None):
         import torch
 
         import stepprune
 
+        self.fail_once_marker = fail_once_marker
         if threads:
             torch.set_num_threads(threads)
         device = "cuda" if use_gpu else "cpu"
@@ -113,6 +115,9 @@ class EvalActor:
         from pipeline.evaluate_job import build_method
         from stepprune.evaluation import predict
 
+        if self.fail_once_marker and not Path(self.fail_once_marker).exists():
+            Path(self.fail_once_marker).write_text("evaluation actor killed once\n")
+            os._exit(1)  # a real process death: Ray restarts the actor and retries this task
         ref = MatrixMethod(**method)
         m = build_method(ref, self.adapter, budget, ratio)
         rows = list(shard.iter_rows())
@@ -158,7 +163,8 @@ def run(cfg: MatrixConfig) -> dict[str, Any]:
         actors = [EvalActor.options(num_cpus=cfg.actors.num_cpus, num_gpus=cfg.actors.num_gpus,
                                     max_restarts=cfg.actors.max_restarts,
                                     max_task_retries=cfg.actors.max_restarts).remote(
-            bb.path, bb.dtype, cfg.actors.torch_threads, use_gpu) for _ in range(cfg.actors.num_actors)]
+            bb.path, bb.dtype, cfg.actors.torch_threads, use_gpu, cfg.actors.fail_once_marker)
+            for _ in range(cfg.actors.num_actors)]
         items_of: dict[str, list[BenchmarkItem]] = {}
         shards_of: dict[str, list] = {}
         pending = []
