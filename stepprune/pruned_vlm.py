@@ -89,7 +89,8 @@ class PrunedVLM(nn.Module):
     def llm_inputs(self, ctx: SelectionContext) -> tuple[LMInputs, VisualTokens]:
         """Pre-LLM selection, then the spliced LLM batch with the method's position convention."""
         visual = self.method.select(ctx)
-        return self.adapter.splice(ctx.prompt, visual, ctx.vision, self.method.position_mode), visual
+        mode = self.method.position_mode_for(self.adapter.family)
+        return self.adapter.splice(ctx.prompt, visual, ctx.vision, mode), visual
 
     @torch.no_grad()
     def generate(self, prompt: PromptBatch, max_new_tokens: int = 16) -> PrunedGeneration:

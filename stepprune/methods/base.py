@@ -36,12 +36,14 @@ class MethodConfig:
         ratio: retained fraction of each image's visual tokens instead (Qwen2.5-VL, where N varies); the kept
             count is ``max(1, int(ratio * N))`` (floor, as VisionSelector's code does).
         positions: ``"original"`` keeps the kept tokens' position ids of the unpruned sequence (gaps);
-            ``"contiguous"`` re-indexes the shortened sequence.
+            ``"contiguous"`` re-indexes the shortened sequence; ``None`` means the method's own default for the
+            backbone family (:attr:`PruningMethod.default_positions`, resolved by
+            :meth:`PruningMethod.position_mode_for`).
     """
 
     budget: int | None = None
     ratio: float | None = None
-    positions: Literal["original", "contiguous"] = "original"
+    positions: Literal["original", "contiguous"] | None = "original"
 
     def __post_init__(self) -> None:
         if self.budget is not None and self.ratio is not None:
@@ -51,8 +53,8 @@ class MethodConfig:
             raise ValueError(f"{type(self).__name__}: budget must be an integer >= 1, got {self.budget!r}")
         if self.ratio is not None and not 0.0 < float(self.ratio) <= 1.0:
             raise ValueError(f"{type(self).__name__}: ratio must be in (0, 1], got {self.ratio!r}")
-        if self.positions not in ("original", "contiguous"):
-            raise ValueError(f"{type(self).__name__}: positions must be 'original' or 'contiguous', "
+        if self.positions is not None and self.positions not in ("original", "contiguous"):
+            raise ValueError(f"{type(self).__name__}: positions must be 'original', 'contiguous' or None, "
                              f"got {self.positions!r}")
 
     def keep_count(self, n: int, sample: int = 0) -> int:
@@ -78,6 +80,20 @@ class MethodConfig:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
         return cls(**values)
+
+
+def family_default(value: Any, defaults: Mapping[str, Any], family: str, what: str) -> Any:
+    """``value`` if it is set, else the backbone family's default from ``defaults``.
+
+    Raises:
+        ValueError: naming ``what`` when ``value`` is None and ``family`` has no default.
+    """
+    if value is not None:
+        return value
+    if family not in defaults:
+        raise ValueError(f"{what}: no default for backbone family {family!r} (known: {sorted(defaults)}); "
+                         "set it explicitly")
+    return defaults[family]
 
 
 @dataclasses.dataclass
@@ -145,6 +161,9 @@ class PruningMethod(nn.Module):
         uses_text: whether the selection looks at the prompt.
         training_free: whether it works without training.
         budgeted: whether it takes a retained-token budget.
+        default_positions: the position convention per backbone family (``adapter.family``) used when the
+            config leaves ``positions`` as None (e.g. pre-LLM methods that reorder or merge tokens: contiguous
+            on LLaVA-1.5, original M-RoPE ids on Qwen2.5-VL, as their official code / ports do).
     """
 
     name: ClassVar[str] = ""
@@ -153,6 +172,7 @@ class PruningMethod(nn.Module):
     uses_text: ClassVar[bool] = False
     training_free: ClassVar[bool] = True
     budgeted: ClassVar[bool] = True
+    default_positions: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: MethodConfig | Mapping[str, Any] | None = None):
         super().__init__()
@@ -164,8 +184,19 @@ class PruningMethod(nn.Module):
         self.config = config
 
     @property
-    def position_mode(self) -> str:
+    def position_mode(self) -> str | None:
+        """The configured position convention (None: the per-family default, see :meth:`position_mode_for`)."""
         return self.config.positions
+
+    def position_mode_for(self, family: str) -> str:
+        """The position convention this method uses on a backbone family.
+
+        Raises:
+            ValueError: when the config leaves it to the method and the method has no default for ``family``.
+        """
+        if self.config.positions is not None:
+            return self.config.positions
+        return family_default(None, self.default_positions, family, f"{self.name}: positions")
 
     def select(self, ctx: SelectionContext) -> VisualTokens:
         """Pre-LLM selection or merging. Default: every visual token, in raster order."""
