@@ -94,7 +94,8 @@ class VisionFeatures:
         q, k, valid = self.qk(layer)
         logits = (q.float() @ k.float().transpose(-1, -2)) * self.attn_scale
         logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
-        return logits.softmax(dim=-1).nan_to_num(0.0)  # padding query rows are all-masked
+        # Padding rows of a smaller image in the batch are zeroed, so sums over queries see only real tokens.
+        return logits.softmax(dim=-1) * valid[:, None, :, None]
 
 
 @dataclasses.dataclass

@@ -55,3 +55,12 @@ def test_qwen_windowed_block_attention_is_refused(qwen):
     with pytest.raises(ValueError, match="windowed"):
         vision.qk(0)
     assert vision.attention(-1).shape[-1] == 4 * 144
+
+
+def test_attention_rows_of_padding_queries_are_zero(qwen):
+    images = [make_images(1, size=(96, 96))[0], make_images(1, seed=3, size=(64, 64))[0]]
+    vision = qwen.vision_features(qwen.prepare(images, PROMPTS[:2]))
+    att = vision.attention(-1)
+    n_small = 4 * int(vision.num_tokens[1])
+    assert att[1, :, n_small:].abs().sum() == 0 and att[1, :, :n_small, n_small:].abs().sum() == 0
+    torch.testing.assert_close(att[1, :, :n_small].sum(-1), torch.ones(att.shape[1], n_small))
