@@ -53,7 +53,8 @@ class FastVConfig(InLLMConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"FastVConfig: k must be an integer >= 1 (scores come from layer k-1), got {self.k!r}")
+            raise ValueError(f"FastVConfig: k must be an integer >= 1 (scores come from layer k-1), "
+                             f"got {self.k!r}")
 
 
 @register

@@ -125,9 +125,10 @@ class PDropConfig(InLLMConfig):
                                                                                         self.ratios[1:])):
                 raise ValueError(f"PDropConfig: ratios must be non-increasing fractions in [0, 1], "
                                  f"got {list(self.ratios)}")
-            if len(self.ratios) != len(self.layers or DEFAULT_LAYERS):
-                raise ValueError(f"PDropConfig: {len(self.ratios)} ratios for {len(self.layers or DEFAULT_LAYERS)} "
-                                 f"stage boundaries {list(self.layers or DEFAULT_LAYERS)}")
+            bounds = self.layers or DEFAULT_LAYERS
+            if len(self.ratios) != len(bounds):
+                raise ValueError(f"PDropConfig: {len(self.ratios)} ratios for {len(bounds)} stage boundaries "
+                                 f"{list(bounds)}")
 
     @property
     def boundaries(self) -> tuple[int, ...]:

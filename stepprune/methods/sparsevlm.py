@@ -33,8 +33,14 @@ Choices:
 * **Positions**: original position ids (gaps), each recycled token at its centre's position (the current llmc
   port, ``position_ids = keep_indexs`` and sliced ``position_embeddings``), so positions are not monotone after a
   stage. ``positions="contiguous"`` reproduces the older official / llmc code that truncated ``position_ids``.
-* **Layer indices** are the layers whose attention scores and whose output is pruned (the hook sits at l+1);
-  on shallower LLMs they map by :mod:`stepprune.methods.in_llm`'s rule ((2, 6, 15) -> (0, 1, 2) on 4 layers).
+* **Layer indices** are the layers whose attention scores and whose output is pruned (the hook sits at l+1), as
+  in llmc and in the old official ``modelling_sparse_llama.py`` (both slice ``layer_outputs[0]``): 576 tokens
+  enter layers 0-2. The source comment "2*576 4*300 10*200 16*110" next to the 192 list counts as if the drop
+  entered layer 2; we follow the code. On shallower LLMs the indices map by :mod:`stepprune.methods.in_llm`'s
+  rule ((2, 6, 15) -> (0, 1, 2) on 4 layers).
+* **Rank-based adaptive sparsification** (the paper's deletion count from the rank of the attention matrix) is
+  not in the released top-k code and not implemented; the fixed schedules above are. llmc's multi-turn reuse of
+  the first turn's mask does not apply (one turn per sample).
 * **A stage whose count is >= the current image-token count keeps everything and recycles nothing.** The
   official ``min(k, n_v - 1)`` would still drop one token and re-insert it (as a one-token cluster) after the
   others; we skip that degenerate case so that the keep-all schedule reproduces the unpruned model.
@@ -236,13 +242,13 @@ class SparseVLM(InLLMMethod):
         st = pctx.state
         vis = visual_slots(st)
         n_vis = vis.sum(dim=1).tolist()
-        # k >= n_v: nothing to prune (see the module docstring); else the official min(k, n_v - 1).
+        # k >= n_v: nothing to prune (see the module docstring). Otherwise k <= n_v - 1, which is the official
+        # min(k, n_v - 1).
         active = [0 < k < n for k, n in zip(keep_counts, n_vis)]
         if not any(active):
             return vis
         scores = self.scores(pctx, layer)
-        k = [min(k, n - 1) if a else n for k, n, a in zip(keep_counts, n_vis, active)]
-        keep = topk_keep(scores, vis, k)
+        keep = topk_keep(scores, vis, [k if a else n for k, n, a in zip(keep_counts, n_vis, active)])
         if not self.config.recycle:
             return keep
         extras = []

@@ -143,5 +143,6 @@ def test_dpc_knn_finds_separated_blobs_and_averages_them():
 
 
 def test_layers_beyond_the_model_are_an_error_under_strict_mapping(llava):
-    with pytest.raises(ValueError, match=r"sparsevlm: layers=\[2, 6, 15\] do not fit a 4-layer LLM \(valid: 0\.\.2\)"):
+    msg = r"sparsevlm: layers=\[2, 6, 15\] do not fit a 4-layer LLM \(valid: 0\.\.2\)"
+    with pytest.raises(ValueError, match=msg):
         stepprune.build_method("sparsevlm", budget=64, layer_mapping="strict").llm_hooks(context(llava))
