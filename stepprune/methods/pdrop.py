@@ -21,13 +21,15 @@ Settings and choices:
 
 * ``lam`` given: ratios ``lam, lam^2, ...`` at ``layers`` (default the official ``(8, 16, 24)``); ``ratios`` gives
   the official ``image_token_ratio_list`` directly instead.
-* ``budget`` / ``ratio`` given (**[port] / arithmetic**, the card's average-token-matched setting): boundaries
-  default to ``(2, 8, 16, 24)`` with ratios ``lam .. lam^4``, and lam is solved so that the mean number of image
-  tokens over the LLM's layers equals the budget (continuous counts), **rounded to 3 decimals** — the precision of
-  the third-party port's constants, which this rule reproduces exactly for 192/128/64 on 32 layers
-  (0.581 / 0.437 / 0.196). It is solved on the model actually run when the layers fit it (e.g. 28 layers for
-  Qwen2.5-VL-7B gives a different lam), else on ``reference_depth`` before mapping (the tiny backbones). A budget
-  that cannot be matched (the full layers before the first boundary already exceed it) is a clear error.
+* ``budget`` / ``ratio`` given (the card's average-token-matched setting: lam values from an unattributed port,
+  **its layer list unverified**, (2, 8, 16, 24) verified by arithmetic): boundaries default to ``(2, 8, 16, 24)``
+  with ratios ``lam .. lam^4``, and lam is solved so that the mean number of image tokens over the LLM's layers
+  equals the budget (continuous counts), **rounded to 3 decimals** — the precision of the port's constants, which
+  this rule reproduces exactly for 192/128/64 on 32 layers (0.581 / 0.437 / 0.196; 64 gives 112/22/4/0 tokens:
+  the last stage keeps none, as ``int()`` does in the official code). It is solved on the model actually run when
+  the layers fit it (28 layers for Qwen2.5-VL-7B give another lam), else on ``reference_depth`` before mapping
+  (the tiny backbones). A budget that cannot be matched (the full layers before the first boundary already
+  exceed it) is a clear error.
 * No budget, ratio, lam or ratios: keep everything (no hook).
 * Several stages mapped onto one layer (shallow models) merge; see :mod:`stepprune.methods.in_llm`.
 * Inference mode only (the paper's training-time query set — every token before an answer span — is not used).
