@@ -414,12 +414,34 @@ class PrefillContext:
         masked), so the model itself never needs eager attention.
         """
         h, pe, st = self._input(layer)
-        q, k = self.runner._query_key(layer, h, pe)
+        return self._rows(layer, h, pe, st.valid, query_slots)
+
+    def current_attention_rows(self, query_slots: Tensor, layer: int | None = None) -> Tensor:
+        """Post-softmax attention rows that ``layer`` (default: this hook's layer) would compute on the *current*
+        state — the hidden states entering the hook's layer, after any earlier hook at this layer — with that
+        layer's own norm, projections and RoPE at the current positions: (B, H, q, L), fp32.
+
+        This is PyramidDrop's score (rank with the *next* layer's projections before it runs); it needs no
+        ``record_inputs`` because the state is at hand.
+
+        Args:
+            query_slots: (B, q) long, slots of the current state used as queries.
+            layer: whose projections to use; the hook's own layer when None.
+        """
+        layer = self.layer if layer is None else layer
+        st = self.state
+        pe = self.runner._rotary(st.hidden, st.positions)
+        return self._rows(layer, st.hidden, pe, st.valid, query_slots)
+
+    def _rows(self, layer: int, hidden: Tensor, pe: tuple[Tensor, Tensor], valid: Tensor,
+              query_slots: Tensor) -> Tensor:
+        """Causal, padding-masked softmax rows of ``layer`` on ``hidden`` (B, L, D) for ``query_slots`` (B, q)."""
+        q, k = self.runner._query_key(layer, hidden, pe)
         qi = query_slots[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1])
         q = torch.gather(q, 2, qi)
         scale = self.runner.layers[layer].self_attn.scaling
         logits = (q.float() @ k.float().transpose(-1, -2)) * scale  # (B, H, q, L)
-        allowed = causal_mask(st.valid)[:, 0]  # (B, L, L)
+        allowed = causal_mask(valid)[:, 0]  # (B, L, L)
         rows = torch.gather(allowed, 1, query_slots[..., None].expand(-1, -1, allowed.shape[-1]))
         logits = logits.masked_fill(~rows[:, None], float("-inf"))
         return logits.softmax(dim=-1)

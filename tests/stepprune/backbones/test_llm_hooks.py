@@ -132,3 +132,49 @@ def test_hook_layer_out_of_range(llava):
     inputs, _ = _inputs(llava, n=1)
     with pytest.raises(ValueError, match="hook layer"):
         llava.runner.prefill(inputs, [PrefillDrop(0, lambda c: c.state.segment == VISUAL)])
+
+
+def test_current_attention_rows_equal_eager_attention_of_the_hook_layer(tiny_llava_dir, tiny_qwen_dir):
+    # PyramidDrop's score: the hook's own layer's attention on the hidden states entering it.
+    for path in (tiny_llava_dir, tiny_qwen_dir):
+        eager = stepprune.load_backbone(path, attn_implementation="eager")
+        inputs, prompt = _inputs(eager, n=1, seed=6)
+        got = {}
+
+        def probe(ctx):
+            last = torch.full((1, 1), ctx.state.hidden.shape[1] - 1)
+            got["rows"] = ctx.current_attention_rows(last)
+            return ctx.state.segment == VISUAL
+
+        eager.runner.prefill(inputs, [PrefillDrop(2, probe)])
+        kw = dict(input_ids=prompt.input_ids, **prompt.pixel_inputs, **prompt.extra, output_attentions=True)
+        if eager.family != "llava":
+            eager.model.model.rope_deltas = None
+        ref = eager.model(**kw).attentions[2][:, :, -1:, :]
+        torch.testing.assert_close(got["rows"], ref.float(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("positions", ["keep", "contiguous"])
+def test_current_attention_rows_see_earlier_drops(adapter, positions):
+    # After a drop at layer 1, the rows computed on the state entering layer 2 equal the rows recomputed later
+    # from layer 2's recorded input (same slots, same positions), and differ from the unpruned ones.
+    inputs, _ = _inputs(adapter, n=2, seed=2)
+    got = {}
+
+    def current(ctx):
+        last = torch.full((2, 1), ctx.state.hidden.shape[1] - 1)
+        got["current"] = ctx.current_attention_rows(last)
+        got["explicit"] = ctx.current_attention_rows(last, layer=3)
+        return ctx.state.segment == VISUAL
+
+    def recorded(ctx):
+        last = torch.full((2, 1), ctx.state.hidden.shape[1] - 1)
+        got["recorded"] = ctx.attention_rows(2, last)
+        return ctx.state.segment == VISUAL
+
+    adapter.runner.prefill(inputs, [PrefillDrop(1, _every_other_visual, positions=positions),
+                                    PrefillDrop(2, current), PrefillDrop(3, recorded, record_inputs=(2,))])
+    n = int(inputs.num_visual[0])
+    assert got["current"].shape[-1] == inputs.valid.shape[1] - n + n // 2
+    torch.testing.assert_close(got["current"], got["recorded"], rtol=0, atol=1e-6)
+    assert not torch.allclose(got["current"], got["explicit"])  # layer=3 uses that layer's projections
