@@ -41,7 +41,7 @@ def positions(method: stepprune.PruningMethod) -> str:
         if method.config.positions == "original":
             return "original (gaps)"
         return "contiguous (re-indexed per stage)"
-    return method.position_mode
+    return method.position_mode_for("llava")
 
 
 def report(budget: int = 64, text_layers: int = 4, seed: int = 0) -> list[dict]:

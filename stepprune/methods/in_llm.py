@@ -178,9 +178,9 @@ class InLLMMethod(PruningMethod):
     training_free: ClassVar[bool] = True
     config_class: ClassVar[type[MethodConfig]] = InLLMConfig
 
-    @property
-    def position_mode(self) -> str:
-        # Nothing is pruned before the LLM: splice the full prompt with the backbone's own position ids.
+    def position_mode_for(self, family: str) -> str:
+        # Nothing is pruned before the LLM: splice the full prompt with the backbone's own position ids. The
+        # configured convention applies inside the LLM, to the drop hooks (see hook_positions).
         return "original"
 
     @property
