@@ -1,0 +1,1 @@
+"""Datasets the project generates itself (no downloads): see :mod:`stepprune.data.synthvqa`."""
