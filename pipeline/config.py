@@ -47,8 +47,8 @@ class DataConfig:
         synthvqa: when set and ``corpus`` is missing, generate SynthVQA first (the embedded default).
     """
 
-    corpus: str = "data/synthvqa/instruct/train.json"
-    image_folder: str = "data/synthvqa/instruct"
+    corpus: str = "data/synthvqa/llava_instruct/synthvqa_train.json"
+    image_folder: str = "data/synthvqa/llava_instruct"
     shards: str = "data/synthvqa/shards/train"
     max_bad_records: int = 0
     max_samples: int | None = None

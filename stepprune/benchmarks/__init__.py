@@ -9,27 +9,15 @@ See :mod:`stepprune.benchmarks.base` for the interface every module provides.
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-from stepprune.benchmarks import gqa, mmbench, mmbench_cn, mme, pope, scienceqa, textvqa, vqav2
+from stepprune.benchmarks import gqa, mmbench, mmbench_cn, mme, pope, scienceqa, synthvqa, textvqa, vqav2
 from stepprune.benchmarks.base import BenchmarkItem, RecordError
 from stepprune.benchmarks.retention import PAPER_BENCHMARKS, Retention, headline_scores, retention
 
 BENCHMARKS: dict[str, ModuleType] = {
-    module.NAME: module for module in (gqa, mmbench, mmbench_cn, mme, pope, scienceqa, vqav2, textvqa)
+    module.NAME: module for module in (gqa, mmbench, mmbench_cn, mme, pope, scienceqa, vqav2, textvqa, synthvqa)
 }
-
-# The synthetic SynthVQA benchmark (stepprune/benchmarks/synthvqa.py) is written in parallel; it registers
-# itself here as soon as the module exists, without this file changing.
-try:
-    _synthvqa = importlib.import_module("stepprune.benchmarks.synthvqa")
-except ModuleNotFoundError as e:
-    if e.name != "stepprune.benchmarks.synthvqa":
-        raise  # synthvqa exists but one of its own imports failed: surface that
-else:
-    BENCHMARKS[_synthvqa.NAME] = _synthvqa
-
 
 class UnknownBenchmarkError(KeyError):
     """Raised for a benchmark name that is not registered."""

@@ -1,4 +1,4 @@
-"""SynthVQA, read from its native format (``<split>/questions.jsonl`` + ``images/``; see
+"""SynthVQA, read from its native on-disk layout (``<split>/questions.jsonl`` + ``images/``; see
 :mod:`stepprune.data.synthvqa.native`) and scored per family by the official rule of the benchmark the family
 mirrors:
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-import string
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -42,6 +41,8 @@ PAIR_FAMILIES = ("existence", "mme")
 LETTERS = "ABCDE"
 STAT_FIELDS = ("n_objects", "n_texts", "fg_patch_fraction")
 NOT_IN_OVERALL = ("describe",)  # a recall of mentions, not an accuracy
+# The columns of the paper-style tables: one per benchmark-style family (their mean ratio is the Avg.).
+TABLE_COLUMNS = ["existence", "attribute", "relation", "counting", "mc_mmbench", "mc_science", "text", "mme"]
 
 
 # ---- loading
@@ -145,121 +146,8 @@ def load(folder: str | Path, split: str | None = None, limit: int | None = None)
     return items
 
 
-# ---- official rules, one small helper each
-# ---------------------------------------------------------------------
-# TODO(merge): delegate to stepprune.benchmarks.pope.score_one
-def _pope_label(pred: str, flavour: str) -> str | None:
-    """LLaVA eval_pope: first sentence, commas removed; any word No/no/not -> no, else yes.
-    lmms-eval: exactly yes/no after lower+strip, else None (unparseable)."""
-    if flavour == "lmms":
-        p = pred.lower().strip()
-        return p if p in ("yes", "no") else None
-    text = pred.split(".")[0] if "." in pred else pred
-    words = text.replace(",", "").split(" ")
-    return "no" if ("No" in words or "no" in words or "not" in words) else "yes"
-
-
-# TODO(merge): delegate to stepprune.benchmarks.gqa.score_one
-def _gqa_match(pred: str, answer: str, flavour: str) -> bool:
-    """LLaVA: ``pred.rstrip('.').lower() == answer`` (convert_gqa_for_eval + eval.py). lmms-eval: strip, then
-    case- and punctuation-insensitive equality."""
-    if flavour == "lmms":
-        table = str.maketrans("", "", string.punctuation)
-        return pred.strip().lower().translate(table) == answer.lower().translate(table)
-    return pred.rstrip(".").lower() == answer
-
-
-# TODO(merge): delegate to stepprune.benchmarks.vqav2.score_one / stepprune.benchmarks.textvqa.score_one
-_VQA_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
-              "?", "!")
-# The look-behind is malformed ("(?!<=" instead of "(?<!"), kept on purpose: it is the official one.
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(\,)(\d)")
-_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-            "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
-_ARTICLES = ("a", "an", "the")
-
-
-def _vqa_normalise(text: str, tokenise: bool = True) -> str:
-    """EvalAI answer processor (LLaVA m4c_evaluator). ``tokenise=False`` skips step 1 (lmms-eval VQAv2 val).
-
-    The contraction table is left out: it only rewrites apostrophe-less contractions ("dont"), and no SynthVQA
-    gold answer is or becomes one, so it cannot change a verdict here.
-    """
-    if tokenise:
-        text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    out = text
-    for p in _VQA_PUNCT:
-        if p + " " in text or " " + p in text or _COMMA_STRIP.search(text) is not None:
-            out = out.replace(p, "")
-        else:
-            out = out.replace(p, " ")
-    out = _PERIOD_STRIP.sub("", out, 32)  # the official call passes re.UNICODE (32) as count
-    words = [_NUMBERS.get(w, w) for w in out.lower().split()]
-    return " ".join(w for w in words if w not in _ARTICLES)
-
-
-def _vqa_soft(pred: str, answers: Sequence[str], tokenise_pred: bool = True) -> float:
-    """VQA soft accuracy: mean over leave-one-out subsets of min(1, matches / 3)."""
-    p = _vqa_normalise(pred, tokenise=tokenise_pred)
-    gts = [_vqa_normalise(a) for a in answers]
-    accs = [min(1.0, sum(g == p for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))]
-    return sum(accs) / len(accs)
-
-
-# TODO(merge): delegate to stepprune.benchmarks.mmbench.score_one
-def _mmbench_letter(pred: str, choices: Sequence[str]) -> str | None:
-    """VLMEvalKit ``can_infer`` (rule-based prefetch, no LLM judge): a unique bare option letter (skipped when
-    "A" may be an article: "A" present and more than 3 tokens), else a unique option text inside the
-    prediction."""
-    options = {LETTERS[i]: c for i, c in enumerate(choices)}
-    mod = pred
-    for ch in ".()[],:;!*#{}":
-        mod = mod.replace(ch, " ")
-    tokens = mod.split()
-    hits = [k for k in options if k in tokens]
-    if len(hits) == 1 and not ("A" in tokens and len(tokens) > 3):
-        return hits[0]
-    low = pred.lower()
-    found = [k for k, c in options.items() if str(c).lower() in low]
-    return found[0] if len(found) == 1 else None
-
-
-# TODO(merge): delegate to stepprune.benchmarks.scienceqa.score_one
-def _sqa_correct(pred: str, answer: str, n_choices: int, flavour: str) -> bool:
-    """LLaVA eval_science_qa: exact letter, "X. ..." (3+ chars), or one "The answer is X." match; the letter
-    must be within the options. lmms-eval: stripped lowercase equality, or "X." prefix with X the target."""
-    if flavour == "lmms":
-        p = pred.strip()
-        prefixed = len(p) >= 2 and p[0].isupper() and p[1] == "." and p[0] == answer
-        return p.lower() == answer.lower() or prefixed
-    options = LETTERS
-    if pred in options:
-        letter = pred
-    elif len(pred) >= 3 and pred[0] in options and pred[1:3] == ". ":
-        letter = pred[0]
-    else:
-        found = re.findall(r"The answer is ([A-Z]).", pred)
-        letter = found[0] if len(found) == 1 else "FAILED"
-    return letter in options[:n_choices] and letter == answer
-
-
-# TODO(merge): delegate to stepprune.benchmarks.mme.score_one
-def _mme_label(pred: str, flavour: str) -> str:
-    """MME calculation.py: lowercase; exact yes/no, else "yes"/"no" inside the first 4 characters, else
-    "other". lmms-eval: also strips and removes every ".", and accepts "y"/"n"."""
-    p = pred.lower()
-    if flavour == "lmms":
-        p = p.strip().replace(".", "")
-        if p in ("y", "n"):
-            return "yes" if p == "y" else "no"
-    if p in ("yes", "no"):
-        return p
-    head = p[:4]
-    return "yes" if "yes" in head else "no" if "no" in head else "other"
-
-
+# ---- scoring: each family delegates to the module of the benchmark it mirrors
+# -----------------------------------------------------------------------------------------
 def _mention_recall(pred: str, mentions: Sequence[str]) -> float:
     """Share of reference mentions ("large red star", a quoted word) found in the prediction, with
     multiplicity. Quotes are optional: a mention '"lamp"' is found as the word lamp."""
@@ -269,32 +157,45 @@ def _mention_recall(pred: str, mentions: Sequence[str]) -> float:
     return found / sum(need.values())
 
 
-# ---- scoring
-# ---------------------------------------------------------------------------------------------------
+def _mirror(item: BenchmarkItem):
+    """(benchmark module, item in that module's form) for a SynthVQA item, so the official rule is applied by
+    the one module that implements it."""
+    from stepprune.benchmarks import gqa, mmbench, mme, pope, scienceqa, textvqa, vqav2
+
+    fam, gold = item.meta["family"], item.answer
+    proxy = lambda answer, **meta: BenchmarkItem(item.qid, item.prompt, answer, meta=meta)  # noqa: E731
+    if fam == "existence":
+        return pope, proxy(gold)
+    if fam in ("attribute", "relation"):
+        return gqa, proxy(gold)
+    if fam == "counting":
+        records = [{"answer": gold, "answer_confidence": "yes", "answer_id": i + 1} for i in range(10)]
+        return vqav2, proxy(gold, answer_records=records)
+    if fam == "text":
+        return textvqa, proxy([gold] * 10)
+    if fam == "mc_mmbench":
+        return mmbench, proxy(gold, options={LETTERS[i]: c for i, c in enumerate(item.meta["choices"])})
+    if fam == "mc_science":
+        return scienceqa, proxy(gold, n_choices=len(item.meta["choices"]))
+    if fam == "mme":
+        return mme, proxy(gold)
+    raise ValueError(f"item {item.qid}: unknown family {fam!r}")
+
+
+def details(prediction: str | None, item: BenchmarkItem, flavour: str = "llava") -> dict[str, Any]:
+    """The mirrored scorer's explanation of one verdict, plus the family."""
+    check_flavour(flavour)
+    if item.meta["family"] == "describe":
+        return {"family": "describe", "score": 0.0 if prediction is None else _mention_recall(
+            prediction, item.meta["mentions"])}
+    module, proxy = _mirror(item)
+    return {"family": item.meta["family"], "rule": module.NAME, **module.details(prediction, proxy, flavour)}
+
+
 def score_one(prediction: str | None, item: BenchmarkItem, flavour: str = "llava") -> float:
     """The per-item verdict of the mirrored benchmark's official rule (module table); missing predictions
     score 0."""
-    check_flavour(flavour)
-    if prediction is None:
-        return 0.0
-    fam, gold = item.meta["family"], item.answer
-    if fam == "existence":
-        return float(_pope_label(prediction, flavour) == gold)
-    if fam in ("attribute", "relation"):
-        return float(_gqa_match(prediction, gold, flavour))
-    if fam == "counting":
-        return _vqa_soft(prediction, [gold] * 10, tokenise_pred=flavour != "lmms")
-    if fam == "text":
-        return _vqa_soft(prediction, [gold] * 10)
-    if fam == "mc_mmbench":
-        return float(_mmbench_letter(prediction, item.meta["choices"]) == gold)
-    if fam == "mc_science":
-        return float(_sqa_correct(prediction, gold, len(item.meta["choices"]), flavour))
-    if fam == "mme":
-        return float(_mme_label(prediction, flavour) == gold)
-    if fam == "describe":
-        return _mention_recall(prediction, item.meta["mentions"])
-    raise ValueError(f"item {item.qid}: unknown family {fam!r}")
+    return details(prediction, item, flavour)["score"]
 
 
 def aggregate(items: Sequence[BenchmarkItem], predictions: Sequence[str | None],
@@ -324,7 +225,9 @@ def aggregate(items: Sequence[BenchmarkItem], predictions: Sequence[str | None],
         out[key] = sum(by_sub[key]) / len(by_sub[key])
     exist = [(it, p) for it, p in zip(items, predictions) if it.meta["family"] == "existence"]
     if exist:
-        pred = [_pope_label(p, flavour) if p is not None else None for _, p in exist]
+        from stepprune.benchmarks.pope import parse_label
+
+        pred = [parse_label(p, flavour) if p is not None else None for _, p in exist]
         gold = [it.answer for it, _ in exist]
         tp = sum(p == "yes" and g == "yes" for p, g in zip(pred, gold))
         fp = sum(p == "yes" and g == "no" for p, g in zip(pred, gold))
