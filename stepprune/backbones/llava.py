@@ -43,6 +43,10 @@ class LlavaAdapter(BackboneAdapter):
         tower = self.model.model.vision_tower
         return getattr(tower, "vision_model", tower).encoder.layers  # older CLIP layouts nest a vision_model
 
+    @property
+    def visual_token_dim(self) -> int:
+        return self.model.config.vision_config.hidden_size
+
     def _image_token_string(self) -> str:
         return self.processor.image_token
 
