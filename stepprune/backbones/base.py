@@ -93,6 +93,16 @@ class BackboneAdapter(abc.ABC):
         return self.text_model.config.hidden_size
 
     @property
+    def visual_token_dim(self) -> int:
+        """d_tok: the width of one row of :attr:`VisionFeatures.tokens` (known without running the tower)."""
+        raise NotImplementedError(f"{type(self).__name__} does not state its visual token width")
+
+    @property
+    def visual_token_group(self) -> int:
+        """How many pre-projector patch features one visual token concatenates (1; Qwen2.5-VL: 4)."""
+        return 1
+
+    @property
     def eos_token_id(self) -> int | list[int]:
         eos = self.model.generation_config.eos_token_id
         return eos if eos is not None else self.tokenizer.eos_token_id

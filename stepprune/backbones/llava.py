@@ -43,6 +43,10 @@ class LlavaAdapter(BackboneAdapter):
         tower = self.model.model.vision_tower
         return getattr(tower, "vision_model", tower).encoder.layers  # older CLIP layouts nest a vision_model
 
+    @property
+    def visual_token_dim(self) -> int:
+        return self.model.config.vision_config.hidden_size
+
     def _positions(self, input_ids, attention_mask, extra, pixel_inputs) -> Tensor:
         # Each sample's tokens are numbered 0.. ignoring padding (what HF generate does with left padding).
         pos = attention_mask.long().cumsum(dim=1) - 1

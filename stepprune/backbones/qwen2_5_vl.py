@@ -45,6 +45,15 @@ class Qwen25VLAdapter(BackboneAdapter):
     def visual(self) -> nn.Module:
         return self.model.model.visual
 
+    @property
+    def visual_token_group(self) -> int:
+        return self.visual.spatial_merge_unit
+
+    @property
+    def visual_token_dim(self) -> int:
+        # The 4 pre-merger patch features of a merged token, concatenated (what the merger's MLP takes).
+        return self.visual.config.hidden_size * self.visual_token_group
+
     def _positions(self, input_ids, attention_mask, extra, pixel_inputs) -> Tensor:
         # 3-D M-RoPE ids of the unpruned sequence, exactly as the model computes them for generation.
         pos, _ = self.model.model.get_rope_index(

@@ -214,5 +214,9 @@ class PruningMethod(nn.Module):
         """The differentiable training path (trainable methods only)."""
         raise NotImplementedError(f"{self.name} is training-free; it has no training path")
 
+    def check_compatible(self, adapter: BackboneAdapter) -> None:
+        """Raises ValueError naming the mismatch when this (configured or loaded) method cannot run on
+        ``adapter``, e.g. a trained selector whose input widths differ from the backbone's. Default: no check."""
+
     def extra_repr(self) -> str:
         return repr(self.config)

@@ -1,0 +1,89 @@
+"""The variance-preserving noise gate, Eq. (13), and the running-RMS noise scale it draws its noise with.
+
+    x~_i = sqrt(g_i) x_i + sqrt(1 - g_i) eps_i,     eps_i ~ N(0, sigma_n^2 I), fresh every forward pass.
+
+* The gate acts on the pre-projector visual tokens. For Qwen2.5-VL a token row is the 4 pre-merger patch features
+  of one merged token concatenated, so one g per row is exactly "a shared g over the 4 patch features".
+* **Noise scale** (Sec. 12 item 5). ``"global"`` (default): sigma_n^2 is an EMA over training batches of the
+  per-element mean square of the valid tokens (detached), so E||eps||^2 = E||x||^2 and the second moment is
+  preserved for any g. ``"token"``: each token's own mean square (leaks one scalar of content through the noise).
+* **Clamping.** d sqrt(g)/dg and d sqrt(1-g)/dg blow up at g in {0, 1}, which a sharp SoftTopK reaches in fp32.
+  The gradient path uses g clamped to [c, 1 - c]; the forward *values* use the unclamped g (the difference is added
+  detached), so g = 1 is exactly the identity and g = 0 exactly the noise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def _sqrt_bounded_grad(v: Tensor, clamp: float) -> Tensor:
+    """sqrt(v) for v in [0, 1] whose gradient is that of sqrt(clamp(v, c, 1 - c)) (zero outside)."""
+    exact = v.clamp(0.0, 1.0).sqrt()
+    if clamp <= 0.0:
+        return exact
+    soft = v.clamp(clamp, 1.0 - clamp).sqrt()
+    return soft + (exact - soft).detach()
+
+
+def vp_noise_gate(x: Tensor, g: Tensor, noise: Tensor, clamp: float = 1e-4) -> Tensor:
+    """Eq. (13) for given noise: sqrt(g) x + sqrt(1 - g) noise.
+
+    Args:
+        x: (B, N, d) visual tokens.
+        g: (B, N) keep values in [0, 1] (one per token, shared over its d features).
+        noise: (B, N, d) the noise eps, already at its scale sigma_n.
+        clamp: g is clamped to [clamp, 1 - clamp] on the gradient path only (values stay exact).
+
+    Returns:
+        (B, N, d) gated tokens in x's dtype.
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)  # at least fp32 for the square roots near 0 and 1
+    g = g.to(dtype)
+    keep = _sqrt_bounded_grad(g, clamp)[..., None]
+    drop = _sqrt_bounded_grad(1.0 - g, clamp)[..., None]
+    return (keep * x.to(dtype) + drop * noise.to(dtype)).to(x.dtype)
+
+
+class NoiseScale(nn.Module):
+    """The noise std sigma_n of Eq. (13): a running mean square of the visual features (buffers, no parameters).
+
+    Args:
+        mode: ``"global"`` (EMA of the batch mean square) or ``"token"`` (each token's own mean square).
+        momentum: EMA momentum of the global estimate (the first batch initialises it).
+    """
+
+    def __init__(self, mode: str = "global", momentum: float = 0.99):
+        super().__init__()
+        self.mode = mode
+        self.momentum = momentum
+        self.register_buffer("mean_square", torch.zeros(()))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def update(self, x: Tensor, mask: Tensor) -> None:
+        """Folds one batch into the running mean square (no host sync).
+
+        Args:
+            x: (B, N, d) features; mask: (B, N) valid tokens.
+        """
+        w = mask.to(torch.float32)
+        batch = (x.float().pow(2).mean(dim=-1) * w).sum() / w.sum().clamp_min(1.0)
+        ema = self.momentum * self.mean_square + (1.0 - self.momentum) * batch
+        self.mean_square.copy_(torch.where(self.seen, ema, batch))
+        self.seen.fill_(True)
+
+    def std(self, x: Tensor) -> Tensor:
+        """sigma_n, broadcastable to x: () for ``"global"``, (B, N, 1) for ``"token"`` (detached)."""
+        if self.mode == "token":
+            return x.detach().float().pow(2).mean(dim=-1, keepdim=True).sqrt()
+        return self.mean_square.sqrt()
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Fresh noise eps ~ N(0, sigma_n^2 I) shaped like x (float32)."""
+        eps = torch.randn(x.shape, device=x.device, dtype=torch.float32, generator=generator)
+        return eps * self.std(x)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, momentum={self.momentum}"

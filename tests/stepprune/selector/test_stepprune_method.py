@@ -1,0 +1,204 @@
+"""The registered ``stepprune`` method on both tiny backbones: the two paths, gradients, batching, limits, variants."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import stepprune
+from stepprune.selector import StepPrune, StepPruneConfig
+
+
+def _method(adapter, seed=0, **cfg):
+    torch.manual_seed(seed)
+    return stepprune.build_method("stepprune", cfg).bind(adapter)
+
+
+def test_registered_with_its_flags():
+    cls = stepprune.method_class("stepprune")
+    assert cls is StepPrune and cls.config_class is StepPruneConfig
+    assert cls.hook_point == "pre_llm" and cls.uses_text and not cls.training_free and not cls.budgeted
+
+
+def test_config_rejects_a_budget_and_bad_values():
+    with pytest.raises(ValueError, match="takes no budget"):
+        stepprune.build_method("stepprune", budget=64)
+    with pytest.raises(ValueError, match="divisible"):
+        StepPruneConfig(d=30, heads=4)
+    with pytest.raises(ValueError, match="unknown key"):
+        stepprune.build_method("stepprune", lam=0.1)
+
+
+def test_bind_records_the_backbone_dimensions(llava, qwen, small):
+    m = _method(llava, **small)
+    assert (m.config.d_tok, m.config.d_llm, m.config.token_group) == (32, 32, 1)
+    q = _method(qwen, **small)
+    assert (q.config.d_tok, q.config.d_llm, q.config.token_group) == (128, 32, 4)
+    assert isinstance(q.encoder.input_proj, torch.nn.Linear) and q.encoder.input_proj.in_features == 128
+    assert q.denoiser.width == 32 and q.denoiser.group == 4  # per pre-merger patch feature
+    with pytest.raises(ValueError, match="d_tok"):
+        m.check_compatible(qwen)
+
+
+@pytest.mark.parametrize("backbone", ["llava", "qwen"])
+def test_pruned_vlm_generates_with_stepprune(backbone, request, make_batch, small):
+    adapter = request.getfixturevalue(backbone)
+    method = stepprune.build_method("stepprune", small)  # not bound: binds at the first forward
+    vlm = stepprune.PrunedVLM(adapter, method)
+    prompt = make_batch(adapter, 2, answers=False)
+    out = vlm.generate(prompt, max_new_tokens=3)
+    assert len(out.texts) == 2 and out.tokens.shape[0] == 2
+    diag = method.last_diagnostics
+    assert torch.equal(out.kept, diag["count"])
+    for b in range(2):
+        kept = out.kept_index[b]
+        assert kept == sorted(kept) and len(set(kept)) == len(kept) == int(out.kept[b])
+        assert 1 <= len(kept) <= small["k_max"]
+        assert kept == diag["selection"][b, : len(kept)].tolist()
+    assert bool((out.visual_per_layer[:, 0] == out.kept).all())
+
+
+@pytest.mark.parametrize("backbone", ["llava", "qwen"])
+def test_training_selection_equals_inference_selection(backbone, request, make_batch, make_context, small):
+    adapter = request.getfixturevalue(backbone)
+    m = _method(adapter, **small)
+    ctx = make_context(adapter, make_batch(adapter, 3))
+    m.train_forward(ctx, step=50)  # after the alpha warm-up (10 of 100 steps): the text gate is 1, as at inference
+    trained = dict(m.last_diagnostics)
+    m.select(ctx)
+    assert torch.equal(trained["selection"], m.last_diagnostics["selection"])
+    assert torch.equal(trained["count"], m.last_diagnostics["count"])
+
+
+def test_only_selector_parameters_receive_gradients(llava, make_batch, make_context, small):
+    m = _method(llava, **small)
+    prompt = make_batch(llava, 2)
+    ctx = make_context(llava, prompt)
+    out = m.train_forward(ctx, step=50)
+    loss = llava.lm_loss(llava.forward(llava.splice(prompt, out.visual, ctx.vision))) + out.aux_loss
+    loss.backward()
+    assert all(p.grad is None for p in llava.model.parameters())
+    assert not any(p.requires_grad for p in llava.model.parameters())
+    grads = {n: p.grad for n, p in m.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    for prefix in ("encoder.text_proj.weight", "encoder.blocks.0.qkv.weight", "decoder.start", "decoder.stop",
+                   "decoder.step_embed", "decoder.pointer_q.weight", "decoder.memory_proj.weight",
+                   "decoder.layers.1.ffn.fc2.weight", "denoiser.out.weight", "denoiser.fc2.weight"):
+        assert grads[prefix].abs().sum() > 0, prefix
+
+
+def test_lm_loss_alone_trains_the_pointer_through_the_surrogate(llava, make_batch, make_context, small):
+    """L_LM -> projector -> denoiser -> gate -> g (SoftTopK) -> s -> p_t -> decoder and encoder."""
+    m = _method(llava, **small)
+    prompt = make_batch(llava, 2)
+    ctx = make_context(llava, prompt)
+    out = m.train_forward(ctx, step=50)
+    llava.lm_loss(llava.forward(llava.splice(prompt, out.visual, ctx.vision))).backward()
+    for name in ("decoder.pointer_q.weight", "decoder.layers.0.cross_q.weight", "decoder.stop",
+                 "encoder.blocks.0.qkv.weight", "encoder.text_proj.weight"):
+        assert dict(m.named_parameters())[name].grad.abs().sum() > 0, name
+
+
+def test_length_term_gradient_reaches_the_stop_vector(llava, make_batch, make_context, small):
+    m = _method(llava, **small)
+    ctx = make_context(llava, make_batch(llava, 2))
+    out = m.train_forward(ctx, step=50)
+    torch.testing.assert_close(out.aux_loss.detach(), 0.3 * out.metrics["length"])
+    torch.testing.assert_close(out.metrics["length"], out.metrics["K_mean"] / 576)
+    out.aux_loss.backward()
+    assert m.decoder.stop.grad.abs().sum() > 0
+    assert m.denoiser.out.weight.grad is None or m.denoiser.out.weight.grad.abs().sum() == 0
+
+
+def test_train_forward_returns_all_tokens_and_metrics(qwen, make_batch, make_context, small):
+    m = _method(qwen, **small)
+    ctx = make_context(qwen, make_batch(qwen, 2))
+    out = m.train_forward(ctx, step=0)
+    assert out.visual.embeds.shape == (2, 144, 32)
+    assert torch.equal(out.visual.source_index[0], torch.arange(144)) and out.visual.count.tolist() == [144, 144]
+    for key in ("K_mean", "K_std", "kbar", "K_minus_Khat", "p1_stop", "pointer_entropy", "overlap", "alpha",
+                "beta", "lambda", "frac_capped", "g_std", "log_prob"):
+        assert key in out.metrics and torch.isfinite(torch.as_tensor(out.metrics[key])).all(), key
+    assert float(out.metrics["alpha"]) == 0.0 and float(out.metrics["beta"]) == pytest.approx(0.2)
+    assert 0.0 <= float(out.metrics["overlap"]) <= 1.0
+    # k_bar moved from K_max towards the batch mean
+    expected = 0.9 * small["k_max"] + 0.1 * float(out.metrics["K_mean"])
+    assert float(m.kbar.value) == pytest.approx(expected)
+
+
+def test_training_without_total_steps_fails_clearly(llava, make_batch, make_context, small):
+    small.pop("total_steps")
+    m = _method(llava, **small)
+    with pytest.raises(ValueError, match="total_steps"):
+        m.train_forward(make_context(llava, make_batch(llava, 1)), step=0)
+
+
+def _one_by_one(method, adapter, make_batch, make_context, n, **kw):
+    method.select(make_context(adapter, make_batch(adapter, n, **kw)))
+    together = method.last_diagnostics
+    for b in range(n):
+        method.select(make_context(adapter, make_batch(adapter, n, pick=[b], **kw)))
+        k = int(together["count"][b])
+        assert int(method.last_diagnostics["count"][0]) == k
+        assert torch.equal(method.last_diagnostics["selection"][0], together["selection"][b])
+    return together
+
+
+def test_a_batch_equals_its_samples_one_by_one(llava, make_batch, make_context, small):
+    m = _method(llava, **small)
+    m.config.k_min = 2
+    with torch.no_grad():  # make episodes stop at different lengths: a strong stop logit
+        m.decoder.stop.mul_(0.0).add_(torch.randn(32) * 3.0)
+    _one_by_one(m, llava, make_batch, make_context, 4, seed=3)  # questions of different lengths; K = 5, 10, 2, 3
+
+
+def test_qwen_batch_with_different_image_sizes_equals_one_by_one(qwen, make_batch, make_context, small):
+    m = _method(qwen, **small)
+    sizes = [(96, 96), (64, 64), (96, 64)]
+    ctx = make_context(qwen, make_batch(qwen, 3, sizes=sizes))
+    assert ctx.vision.num_tokens.tolist() == [144, 64, 96]  # padded to 144 in the batch
+    vis = m.select(ctx)
+    for b in range(3):
+        k = int(vis.count[b])
+        assert int(vis.source_index[b, :k].max()) < int(ctx.vision.num_tokens[b])  # never a padding slot
+    _one_by_one(m, qwen, make_batch, make_context, 3, sizes=sizes)
+
+
+def test_limits_hold_on_a_backbone(llava, qwen, make_batch, make_context, small):
+    small.update(k_min=3, k_max=5)
+    m = _method(llava, **small)
+    m.select(make_context(llava, make_batch(llava, 3)))
+    assert bool(((m.last_diagnostics["count"] >= 3) & (m.last_diagnostics["count"] <= 5)).all())
+    small.update(k_max=100, k_max_ratio=0.1)
+    q = _method(qwen, **small)
+    ctx = make_context(qwen, make_batch(qwen, 2, sizes=[(96, 96), (64, 64)]))
+    q.select(ctx)
+    assert bool((q.last_diagnostics["count"] <= torch.tensor([15, 7])).all())
+
+
+@pytest.mark.parametrize("variant", [
+    {"pointer": "cross_attention"}, {"causal_encoder": True}, {"score_mode": "last_step"},
+    {"score_mode": "uniform"}, {"score_mode": "alive"}, {"soft_topk_solver": "sinkhorn"}, {"per_sample_k": True},
+    {"noise_scale": "token"}, {"denoise_at_inference": True}, {"denoiser": False}, {"type_embedding": True},
+    {"mask_glimpse": False, "logit_clip": 10.0, "step_embedding": False},
+])
+def test_ablation_switches_run_both_paths(variant, llava, make_batch, make_context, small):
+    small.update(k_max=8, **variant)
+    m = _method(llava, **small)
+    prompt = make_batch(llava, 2)
+    ctx = make_context(llava, prompt)
+    out = m.train_forward(ctx, step=50)
+    loss = llava.lm_loss(llava.forward(llava.splice(prompt, out.visual, ctx.vision))) + out.aux_loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    vis = m.select(ctx)
+    assert vis.embeds.shape[0] == 2 and bool((vis.count >= 1).all())
+
+
+def test_the_library_does_not_import_the_pipeline_stack():
+    code = "import sys, stepprune; bad = [m for m in ('ray', 'deepspeed', 'mlflow') if m in sys.modules]; print(bad)"
+    root = Path(stepprune.__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
