@@ -48,7 +48,7 @@ class DataConfig:
     """
 
     corpus: str = "data/synthvqa/llava_instruct/synthvqa_train.json"
-    image_folder: str = "data/synthvqa/llava_instruct"
+    image_folder: str = "data/synthvqa/llava_instruct/images"
     shards: str = "data/synthvqa/shards/train"
     max_bad_records: int = 0
     max_samples: int | None = None

@@ -75,6 +75,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -92,7 +97,7 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown key {prefix}{unknown[0]!r}; valid keys here: {sorted(fields)}")
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'; valid keys here: {sorted(fields)}")
     kwargs = {}
     for name, value in values.items():
         kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where else name)

@@ -201,6 +201,9 @@ def training_dataset(shards: str | Path, backbone: str, *, batch_size: int = 16,
     files = sorted(str(p) for p in folder.glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no Parquet shards in {folder}; run jobs/prepare_data.py first")
+    # A resumed run skips the micro-batches its checkpointed steps consumed, so the order must not depend on
+    # which task finishes first.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
     ds = ray.data.read_parquet(files, schema=SHARD_SCHEMA)
     missing = set(SHARD_SCHEMA.names) - set(ds.schema().names)
     if missing:

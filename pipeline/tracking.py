@@ -75,6 +75,9 @@ class NullTracker:
     def close(self, status="FINISHED"):
         pass
 
+    def last_step(self, key: str) -> int:
+        return 0
+
 
 class MlflowTracker:
     """One MLflow run (created, or re-attached by ``run_id``), optionally nested under ``parent_run_id``.
@@ -127,6 +130,11 @@ class MlflowTracker:
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i: i + 500])
+
+    def last_step(self, key: str) -> int:
+        """The largest step logged for metric ``key`` (0 when none)."""
+        history = self.client.get_metric_history(self.run_id, key)
+        return max((m.step for m in history), default=0)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         p = Path(path)

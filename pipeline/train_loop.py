@@ -120,6 +120,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"[train] resumed from step {step} (epoch {epoch})", flush=True)
     tracker = (MlflowTracker(config["mlflow"]["uri"], run_id=run_id) if rank == 0 and run_id else NullTracker())
+    # Steps after the last committed checkpoint may have been logged before a failure; they are recomputed on
+    # the same data from the same state, so log each step once.
+    logged_up_to = tracker.last_step("loss")
 
     fail_marker = Path(config["storage_dir"]) / "_fault_injected"
     shard = ray.train.get_dataset_shard("train")
@@ -169,7 +172,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 window_scalars, window_lists = {}, {}
                 t_window, samples_window = time.perf_counter(), 0
                 checkpoint_now = step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps
-                if rank == 0:
+                if rank == 0 and step > logged_up_to:
                     tracker.log_metrics({k: v for k, v in metrics.items() if k != "step"}, step=step)
                     if "K" in lists_all and checkpoint_now:
                         log_histogram(tracker, lists_all["K"], f"plots/k_hist_step{step:06d}.png",

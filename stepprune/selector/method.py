@@ -259,6 +259,7 @@ class StepPrune(PruningMethod):
         g_mean = (g * w).sum() / w.sum()
         g_std = (((g - g_mean) ** 2 * w).sum() / w.sum()).sqrt()  # spread of g over valid tokens
         return {
+            "K": K.detach(),  # per sample: the trainer gathers it across ranks for the K histogram
             "K_mean": K.mean(), "K_std": K.std(unbiased=False), "kbar": self.kbar.value.clone(),
             "K_minus_Khat": (K - k_hat.detach()).mean(), "p1_stop": p1_stop.mean(),
             "pointer_entropy": entropy, "overlap": overlap, "log_prob": log_prob.mean(),
