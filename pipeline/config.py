@@ -158,6 +158,25 @@ class HeldOutEvalConfig:
 
 
 @dataclasses.dataclass
+class ValidationConfig:
+    """Periodic validation inside training (rank 0): accuracy and mean K on held-out items, and the
+    operating-point objective that sweeps optimise.
+
+    ``objective = accuracy - k_weight * |mean K - target_k| / target_k`` (accuracy in [0, 1]); without a
+    ``target_k`` the objective is the accuracy.
+    """
+
+    every: int | None = None  # optimizer steps between validations (None: only the held-out check at the end)
+    folder: str = "data/synthvqa/native/val"
+    benchmark: str = "synthvqa"
+    max_items: int = 200
+    batch_size: int = 16
+    max_new_tokens: int = 8
+    target_k: float | None = None
+    k_weight: float = 1.0
+
+
+@dataclasses.dataclass
 class RayConfig:
     """How to reach Ray: ``address`` None starts a local instance (dashboard on 127.0.0.1)."""
 
@@ -180,6 +199,7 @@ class TrainJobConfig:
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
     eval: HeldOutEvalConfig = dataclasses.field(default_factory=HeldOutEvalConfig)
+    validate: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
@@ -192,6 +212,8 @@ class TrainJobConfig:
             raise ValueError("train.max_steps, report_every and checkpoint_every must be >= 1")
         if t.checkpoint_every % t.report_every:
             raise ValueError("train.checkpoint_every must be a multiple of train.report_every")
+        if self.validate.every is not None and self.validate.every % t.report_every:
+            raise ValueError("validate.every must be a multiple of train.report_every")
 
     @property
     def grad_accum(self) -> int:

@@ -50,3 +50,27 @@ def evaluate_methods(adapter: stepprune.BackboneAdapter, methods: Sequence[tuple
         score = float(np.mean([bench.score_one(p, it) for p, it in zip(preds, items)]))
         results.append(HeldOutResult(label, score, float(np.mean(kept)), len(items), time.perf_counter() - t0, kept))
     return results
+
+
+def validation_metrics(adapter: stepprune.BackboneAdapter, method: stepprune.PruningMethod, items: list,
+                       benchmark: str, *, batch_size: int, max_new_tokens: int, target_k: float | None,
+                       k_weight: float) -> dict[str, float]:
+    """Accuracy, mean kept tokens and the operating-point objective of a (training) method on ``items``.
+
+    ``val_objective = val_accuracy - k_weight * |val_K_mean - target_k| / target_k`` (accuracy in [0, 1]),
+    or the accuracy when there is no target.
+    """
+    from stepprune.evaluation import predict
+
+    bench = get_benchmark(benchmark)
+    was_training = method.training
+    method.eval()
+    try:
+        preds = predict(stepprune.PrunedVLM(adapter, method), items, batch_size=batch_size,
+                        max_new_tokens=max_new_tokens)
+    finally:
+        method.train(was_training)
+    acc = float(np.mean([bench.score_one(p.answer, it) for p, it in zip(preds, items)]))
+    k = float(np.mean([p.kept for p in preds]))
+    objective = acc - k_weight * abs(k - target_k) / target_k if target_k else acc
+    return {"val_accuracy": acc, "val_K_mean": k, "val_objective": objective}

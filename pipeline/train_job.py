@@ -69,6 +69,7 @@ def absolutize(cfg: TrainJobConfig) -> TrainJobConfig:
                                  shards=a(cfg.data.shards)),
         storage=dataclasses.replace(cfg.storage, root=a(cfg.storage.root)),
         eval=dataclasses.replace(cfg.eval, folder=a(cfg.eval.folder)),
+        validate=dataclasses.replace(cfg.validate, folder=a(cfg.validate.folder)),
     )
 
 
@@ -101,34 +102,28 @@ def ensure_data(cfg: TrainJobConfig) -> dict[str, Any]:
     return manifest
 
 
-def _mlflow_run(cfg: TrainJobConfig, run_dir: Path, uri: str) -> MlflowTracker:
-    """Creates the run, or re-attaches to the one this run name created before (resume)."""
+def _mlflow_run(cfg: TrainJobConfig, run_dir: Path, uri: str, parent_run_id: str | None = None) -> MlflowTracker:
+    """Creates the run (nested under ``parent_run_id`` for sweep trials), or re-attaches to the one this run name
+    created before (resume)."""
     id_file = run_dir / "mlflow_run_id"
     if id_file.exists():
         return MlflowTracker(uri, run_id=id_file.read_text().strip())
     tracker = MlflowTracker(uri, cfg.tracking.experiment, run_name=cfg.tracking.run_name or cfg.storage.name,
+                            parent_run_id=parent_run_id,
                             tags={"job": "train", "method": cfg.method.name, "config_hash": config_hash(cfg)})
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file.write_text(tracker.run_id)
     return tracker
 
 
-def run(cfg: TrainJobConfig) -> TrainSummary:
-    """Runs the whole job and returns its summary."""
-    t0 = time.perf_counter()
-    cfg = absolutize(cfg)
-    init_ray(cfg.ray, cfg.scaling.use_gpu)
-    manifest = ensure_data(cfg)
-    run_dir = Path(cfg.storage.root) / cfg.storage.name
-    uri = cfg.tracking.uri or default_tracking_uri(cfg.storage.root)
-    tracker = _mlflow_run(cfg, run_dir, uri)
-    tracker.log_params(flatten(cfg))
-    dump(cfg, run_dir / "config.yaml")
-    tracker.log_artifact(run_dir / "config.yaml", "config")
-    tracker.log_metrics({"data.records": manifest["records"], "data.bad_records": len(manifest["bad"])})
+def fit(cfg: TrainJobConfig, tracker: MlflowTracker, uri: str, callbacks: tuple = ()):
+    """Builds and fits the ``TorchTrainer`` of an (absolutized, data-ready) config. Returns Ray's ``Result``.
 
+    Re-fitting under the same ``storage.name`` resumes from that run's latest checkpoint.
+    """
+    run_dir = Path(cfg.storage.root) / cfg.storage.name
     guard_name = f"record-guard-{cfg.storage.name}"
-    guard = RecordGuard.options(name=guard_name, get_if_exists=True).remote(cfg.data.max_bad_records)
+    RecordGuard.options(name=guard_name, get_if_exists=True).remote(cfg.data.max_bad_records)
     dataset = training_dataset(cfg.data.shards, cfg.backbone.path, batch_size=cfg.data.preprocess_batch_size,
                                guard_name=guard_name, seed=cfg.data.shuffle_seed)
     trainer = TorchTrainer(
@@ -142,25 +137,44 @@ def run(cfg: TrainJobConfig) -> TrainSummary:
             storage_path=str(Path(cfg.storage.root) / "ray"),
             failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
+            callbacks=list(callbacks),
         ),
         datasets={"train": dataset},
     )
-    result = trainer.fit()
+    return trainer.fit()
+
+
+def open_run(cfg: TrainJobConfig, parent_run_id: str | None = None) -> tuple[MlflowTracker, str]:
+    """The job's MLflow run (created, or re-attached for a resumed run name), with the config logged."""
+    run_dir = Path(cfg.storage.root) / cfg.storage.name
+    uri = cfg.tracking.uri or default_tracking_uri(cfg.storage.root)
+    tracker = _mlflow_run(cfg, run_dir, uri, parent_run_id)
+    tracker.log_params(flatten(cfg))
+    dump(cfg, run_dir / "config.yaml")
+    tracker.log_artifact(run_dir / "config.yaml", "config")
+    return tracker, uri
+
+
+def run(cfg: TrainJobConfig) -> TrainSummary:
+    """Runs the whole job and returns its summary."""
+    t0 = time.perf_counter()
+    cfg = absolutize(cfg)
+    init_ray(cfg.ray, cfg.scaling.use_gpu)
+    manifest = ensure_data(cfg)
+    run_dir = Path(cfg.storage.root) / cfg.storage.name
+    tracker, uri = open_run(cfg)
+    tracker.log_metrics({"data.records": manifest["records"], "data.bad_records": len(manifest["bad"])})
+    result = fit(cfg, tracker, uri)
     if result.error is not None:
         tracker.close("FAILED")
         raise result.error
     metrics = dict(result.metrics or {})
+    guard = ray.get_actor(f"record-guard-{cfg.storage.name}")
     bad_at_train = ray.get(guard.count.remote())
     selector_dir = ""
     heldout: list[dict[str, Any]] = []
     if result.checkpoint is not None:
-        final = run_dir / "final"
-        with result.checkpoint.as_directory() as d:
-            import shutil
-
-            shutil.rmtree(final, ignore_errors=True)
-            shutil.copytree(Path(d) / "selector", final / "selector")
-        selector_dir = str(final / "selector")
+        selector_dir = str(export_selector(result.checkpoint, run_dir / "final"))
         tracker.log_artifact(selector_dir, "selector")
         if cfg.eval.enabled:
             heldout = heldout_check(cfg, selector_dir, tracker)
@@ -168,6 +182,16 @@ def run(cfg: TrainJobConfig) -> TrainSummary:
     tracker.close()
     return TrainSummary(cfg.storage.name, tracker.run_id, uri, int(metrics.get("step", 0)), metrics, selector_dir,
                         heldout, time.perf_counter() - t0)
+
+
+def export_selector(checkpoint, folder: Path) -> Path:
+    """Copies the selector files of a Ray checkpoint to ``folder/selector`` and returns that path."""
+    import shutil
+
+    with checkpoint.as_directory() as d:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(Path(d) / "selector", folder / "selector")
+    return folder / "selector"
 
 
 def heldout_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker) -> list[dict[str, Any]]:

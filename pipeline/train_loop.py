@@ -95,6 +95,23 @@ def _all_gather_lists(values: dict[str, list[float]], world: int) -> dict[str, l
     return out
 
 
+def _validate(cfg: TrainJobConfig, model: stepprune.PrunedVLM, items, rank: int, world: int) -> dict[str, float]:
+    """Rank 0 validates; every rank receives the same numbers (all ranks report identical metrics)."""
+    from pipeline.heldout import validation_metrics
+
+    keys = ("val_accuracy", "val_K_mean", "val_objective")
+    vals = dict.fromkeys(keys, 0.0)
+    if rank == 0:
+        v = cfg.validate
+        vals = validation_metrics(model.adapter, model.method, items, v.benchmark, batch_size=v.batch_size,
+                                  max_new_tokens=v.max_new_tokens, target_k=v.target_k, k_weight=v.k_weight)
+    if world > 1:
+        t = torch.tensor([vals[k] for k in keys], dtype=torch.float64)
+        torch.distributed.broadcast(t, src=0)
+        vals = dict(zip(keys, t.tolist()))
+    return vals
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config`` = {"job": TrainJobConfig as a dict, "mlflow": {...}}."""
     cfg = from_dict(TrainJobConfig, config["job"])
@@ -123,6 +140,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Steps after the last committed checkpoint may have been logged before a failure; they are recomputed on
     # the same data from the same state, so log each step once.
     logged_up_to = tracker.last_step("loss")
+
+    val_items = None
+    if cfg.validate.every and rank == 0:
+        from stepprune.benchmarks import get_benchmark
+
+        val_items = get_benchmark(cfg.validate.benchmark).load(cfg.validate.folder, limit=cfg.validate.max_items)
+    last_val: dict[str, float] = {}
 
     fail_marker = Path(config["storage_dir"]) / "_fault_injected"
     shard = ray.train.get_dataset_shard("train")
@@ -170,6 +194,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     ks = np.asarray(lists_all["K"])
                     metrics.update(K_mean=float(ks.mean()), K_std=float(ks.std()))
                 window_scalars, window_lists = {}, {}
+                if cfg.validate.every and (step % cfg.validate.every == 0 or step == cfg.train.max_steps):
+                    last_val = _validate(cfg, model, val_items, rank, world)
+                metrics.update(last_val)  # carried forward so every report has it (schedulers need it)
                 t_window, samples_window = time.perf_counter(), 0
                 checkpoint_now = step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps
                 if rank == 0 and step > logged_up_to:
@@ -178,7 +205,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         log_histogram(tracker, lists_all["K"], f"plots/k_hist_step{step:06d}.png",
                                       f"K at step {step}", "visual tokens kept (K)")
                     shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("loss", "lm_loss", "aux_loss", "K_mean",
-                                                                         "lr", "samples_per_s") if k in metrics)
+                                                                         "lr", "samples_per_s", "val_accuracy",
+                                                                         "val_K_mean") if k in metrics)
                     print(f"[train] step {step}/{cfg.train.max_steps} {shown}", flush=True)
                 if checkpoint_now:
                     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,140 @@
+"""Hyper-parameter sweeps with Ray Tune: every trial is a full Ray Train run of the training pipeline.
+
+Ray Train V2 pattern: each trial is a Tune *driver function* that fits the same ``TorchTrainer`` as
+``jobs/train.py`` (:func:`pipeline.train_job.fit`), named after the trial id (no timestamps), with a
+``TuneReportCallback`` that forwards the training loop's reports (including its periodic validation metrics)
+to Tune, where ASHA stops poor trials early. Re-running a sweep under the same name restores it
+(``Tuner.restore``), and each interrupted trial resumes its own Train run from its checkpoint.
+
+MLflow: one parent run per sweep, one nested run per trial (the trial's training run). At the end, the best
+trial's values are written as a ready-to-use training YAML: the base config with the best values applied and
+without the reduced-scale trial overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from pipeline.config import TrainJobConfig
+from pipeline.config_loader import dump, flatten, from_dict, load, to_dict
+from pipeline.tracking import MlflowTracker, default_tracking_uri
+from pipeline.tune_space import TuneSpace, derived_concurrency, trial_overrides
+
+
+def _trial(config: dict[str, Any]) -> None:
+    """Tune driver function of one trial: a full training run, reporting through TuneReportCallback."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from pipeline.train_job import absolutize, fit, open_run
+
+    space = from_dict(TuneSpace, config["space"])
+    params = config["params"]
+    trial_id = tune.get_context().get_trial_id()
+    overrides = trial_overrides(space, params) + [
+        f"storage.root={config['trials_root']}", f"storage.name=trial_{trial_id}",
+        f"tracking.experiment={space.tracking.experiment}", "eval.enabled=false"]
+    if config.get("tracking_uri"):
+        overrides.append(f"tracking.uri={config['tracking_uri']}")
+    cfg = absolutize(load(TrainJobConfig, space.base_config, overrides))
+    tracker, uri = open_run(cfg, parent_run_id=config["parent_run_id"])
+    tracker.set_tags({"trial_id": trial_id, **{f"param.{k}": v for k, v in params.items()}})
+    result = fit(cfg, tracker, uri, callbacks=(TuneReportCallback(),))
+    tracker.close("FAILED" if result.error is not None else "FINISHED")
+    if result.error is not None:
+        raise result.error
+
+
+def _best_yaml(space: TuneSpace, params: dict[str, Any], path: Path) -> TrainJobConfig:
+    """Writes the base training config with the best values (and the operating point's validation target)."""
+    over = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in params.items()]
+    if space.target_k is not None:
+        over.append(f"validate.target_k={space.target_k}")
+    cfg = load(TrainJobConfig, space.base_config, over)
+    dump(cfg, path)
+    return cfg
+
+
+def run(space: TuneSpace) -> dict[str, Any]:
+    """Runs (or restores) the sweep; returns the trial table, the best values and the written YAML path."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from pipeline.train_job import absolutize, ensure_data
+
+    t0 = time.perf_counter()
+    root = Path(space.storage_root).resolve() / space.name
+    root.mkdir(parents=True, exist_ok=True)
+    base = absolutize(load(TrainJobConfig, space.base_config, trial_overrides(space, {})))
+    ensure_data(base)  # once, shared by every trial
+    uri = space.tracking.uri or default_tracking_uri(root)
+    parent_file = root / "mlflow_parent_run_id"
+    parent = (MlflowTracker(uri, run_id=parent_file.read_text().strip()) if parent_file.exists() else
+              MlflowTracker(uri, space.tracking.experiment, run_name=space.name, tags={"job": "sweep"}))
+    parent_file.write_text(parent.run_id)
+    parent.log_params(flatten(space))
+
+    scheduler = (ASHAScheduler(max_t=space.scheduler.max_t, grace_period=space.scheduler.grace_period,
+                               reduction_factor=space.scheduler.reduction_factor)
+                 if space.scheduler.type == "asha" else FIFOScheduler())
+    concurrency = derived_concurrency(space, base, ray.cluster_resources())
+    param_space = {
+        "params": {k: d.to_tune() for k, d in space.space.items()},
+        "space": {**to_dict(space), "space": {}},
+        "trials_root": str(root / "trials"),
+        "parent_run_id": parent.run_id,
+        "tracking_uri": uri,
+    }
+    trainable = tune.with_resources(_trial, {"cpu": 0.01})
+    exp_dir = root / "tune" / space.name
+    if tune.Tuner.can_restore(str(exp_dir)):
+        print(f"[sweep] restoring {exp_dir}", flush=True)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, param_space=param_space,
+                                   resume_errored=True, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, scheduler=scheduler,
+                                        num_samples=space.num_samples, max_concurrent_trials=concurrency),
+            run_config=tune.RunConfig(name=space.name, storage_path=str(root / "tune"), verbose=1),
+        )
+    grid = tuner.fit()
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        rows.append({"trial": Path(r.path).name if r.path else "?", **r.config.get("params", {}),
+                     space.metric: m.get(space.metric), "val_accuracy": m.get("val_accuracy"),
+                     "val_K_mean": m.get("val_K_mean"), "iterations": m.get("training_iteration"),
+                     "status": "ERROR" if r.error else "OK"})
+    best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="last", filter_nan_and_inf=True)
+    best_params = best.config["params"]
+    best_yaml = root / "best_train.yaml"
+    _best_yaml(space, best_params, best_yaml)
+    table = render_table(rows, space.metric)
+    (root / "trials.md").write_text(table)
+    parent.log_text(table, "trials.md")
+    parent.log_artifact(best_yaml, "best")
+    parent.log_metrics({f"best.{k}": float(v) for k, v in (best.metrics or {}).items()
+                        if k in (space.metric, "val_accuracy", "val_K_mean") and v is not None})
+    parent.log_dict({"best_params": best_params}, "best_params.json")
+    parent.close()
+    return {"rows": rows, "best_params": best_params, "best_metrics": best.metrics, "best_yaml": str(best_yaml),
+            "table": table, "mlflow_run_id": parent.run_id, "seconds": time.perf_counter() - t0,
+            "concurrency": concurrency}
+
+
+def render_table(rows: list[dict[str, Any]], metric: str) -> str:
+    """The trial table as Markdown, best first."""
+    if not rows:
+        return "(no trials)\n"
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    order = sorted(rows, key=lambda r: -(r.get(metric) if isinstance(r.get(metric), (int, float)) else -1e9))
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in order]
+    return "\n".join(lines) + "\n"
