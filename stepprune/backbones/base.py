@@ -54,14 +54,15 @@ class BackboneAdapter(abc.ABC):
 
     # ------------------------------------------------------------------------------------ family-specific
     @property
-    @abc.abstractmethod
     def text_model(self) -> nn.Module:
-        """The decoder stack (``embed_tokens``, ``layers``, ``norm``, ``rotary_emb``)."""
+        """The decoder stack (``embed_tokens``, ``layers``, ``norm``, ``rotary_emb``); both supported
+        families keep it at ``model.model.language_model``."""
+        return self.model.model.language_model
 
     @property
-    @abc.abstractmethod
     def image_token_id(self) -> int:
         """The image placeholder id in ``input_ids``."""
+        return self.model.config.image_token_id
 
     @abc.abstractmethod
     def vision_features(self, prompt: PromptBatch) -> VisionFeatures:

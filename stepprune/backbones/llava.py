@@ -31,14 +31,6 @@ class LlavaAdapter(BackboneAdapter):
             )
 
     @property
-    def text_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
-    def image_token_id(self) -> int:
-        return self.model.config.image_token_id
-
-    @property
     def vision_layers(self) -> nn.ModuleList:
         tower = self.model.model.vision_tower
         return getattr(tower, "vision_model", tower).encoder.layers  # older CLIP layouts nest a vision_model

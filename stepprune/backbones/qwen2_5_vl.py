@@ -34,14 +34,6 @@ class Qwen25VLAdapter(BackboneAdapter):
     family = "qwen2_5_vl"
 
     @property
-    def text_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
-    def image_token_id(self) -> int:
-        return self.model.config.image_token_id
-
-    @property
     def visual(self) -> nn.Module:
         return self.model.model.visual
 

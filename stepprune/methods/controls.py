@@ -23,15 +23,7 @@ from torch import Tensor
 from stepprune.backbones.types import VisualTokens
 from stepprune.methods.base import MethodConfig, PruningMethod, SelectionContext
 from stepprune.methods.registry import register
-
-
-def _pad_rows(rows: list[Tensor], fill: int = 0) -> tuple[Tensor, Tensor]:
-    """Stacks 1-D index tensors into (B, K_max) with ``fill`` padding, plus their lengths (B,)."""
-    k = max((r.numel() for r in rows), default=0)
-    out = torch.full((len(rows), k), fill, dtype=torch.long, device=rows[0].device if rows else "cpu")
-    for b, r in enumerate(rows):
-        out[b, : r.numel()] = r
-    return out, torch.tensor([r.numel() for r in rows], dtype=torch.long, device=out.device)
+from stepprune.methods.token_rows import stack_rows
 
 
 def grid_cells(rows: int, cols: int, k: int) -> tuple[Tensor, Tensor]:
@@ -116,39 +108,45 @@ class RandomConfig(MethodConfig):
     seed: int = 0
 
 
+class _IndexSelection(PruningMethod):
+    """Pre-LLM selection of original tokens from one index list per sample (kept in raster order)."""
+
+    hook_point = "pre_llm"
+
+    def indices(self, ctx: SelectionContext, b: int, rows: int, cols: int, k: int) -> Tensor:
+        """(k,) sorted raster indices kept for sample ``b`` with a rows x cols grid."""
+        raise NotImplementedError
+
+    def select(self, ctx: SelectionContext) -> VisualTokens:
+        proj = ctx.projected()
+        embeds, sources = [], []
+        for b, (rows, cols) in enumerate(ctx.vision.grid.tolist()):
+            idx = self.indices(ctx, b, rows, cols, self.config.keep_count(rows * cols, b)).to(proj.device)
+            embeds.append(proj[b, idx])
+            sources.append(idx)
+        return stack_rows(embeds, sources)
+
+
 @register
-class RandomPrune(PruningMethod):
+class RandomPrune(_IndexSelection):
     """Keeps a seeded random subset of K visual tokens per sample, in raster order."""
 
     name = "random"
     config_class = RandomConfig
-    hook_point = "pre_llm"
 
-    def select(self, ctx: SelectionContext) -> VisualTokens:
-        rows = []
-        for b, n in enumerate(ctx.vision.num_tokens.tolist()):
-            k = self.config.keep_count(n, b)
-            g = torch.Generator().manual_seed((self.config.seed * 1_000_003 + zlib.crc32(ctx.sample_key(b).encode()))
-                                              % (2**63))
-            rows.append(torch.randperm(n, generator=g)[:k].sort().values.to(ctx.vision.tokens.device))
-        index, count = _pad_rows(rows)
-        return VisualTokens.gather(ctx.projected(), index, count)
+    def indices(self, ctx: SelectionContext, b: int, rows: int, cols: int, k: int) -> Tensor:
+        seed = (self.config.seed * 1_000_003 + zlib.crc32(ctx.sample_key(b).encode())) % (2**63)
+        return torch.randperm(rows * cols, generator=torch.Generator().manual_seed(seed))[:k].sort().values
 
 
 @register
-class UniformPrune(PruningMethod):
+class UniformPrune(_IndexSelection):
     """Keeps K tokens on an even 2-D lattice over the token grid."""
 
     name = "uniform"
-    hook_point = "pre_llm"
 
-    def select(self, ctx: SelectionContext) -> VisualTokens:
-        rows = []
-        for b, (r, c) in enumerate(ctx.vision.grid.tolist()):
-            k = self.config.keep_count(r * c, b)
-            rows.append(lattice_indices(r, c, k).to(ctx.vision.tokens.device))
-        index, count = _pad_rows(rows)
-        return VisualTokens.gather(ctx.projected(), index, count)
+    def indices(self, ctx: SelectionContext, b: int, rows: int, cols: int, k: int) -> Tensor:
+        return lattice_indices(rows, cols, k)
 
 
 @register
@@ -170,8 +168,5 @@ class PoolPrune(PruningMethod):
             sizes = torch.bincount(cell, minlength=k).clamp(min=1)
             feats.append((sums / sizes[:, None]).to(tokens.dtype))
             sources.append(centre.to(tokens.device))
-        index, count = _pad_rows(sources)
-        stacked = tokens.new_zeros(len(feats), index.shape[1], tokens.shape[-1])
-        for b, f in enumerate(feats):
-            stacked[b, : f.shape[0]] = f
-        return VisualTokens(ctx.adapter.project(stacked), index, count)
+        out = stack_rows(feats, sources)  # pre-projector rows; the frozen projector maps them to LLM space
+        return VisualTokens(ctx.adapter.project(out.embeds), out.source_index, out.count)
