@@ -23,15 +23,7 @@ from torch import Tensor
 from stepprune.backbones.types import VisualTokens
 from stepprune.methods.base import MethodConfig, PruningMethod, SelectionContext
 from stepprune.methods.registry import register
-
-
-def _pad_rows(rows: list[Tensor], fill: int = 0) -> tuple[Tensor, Tensor]:
-    """Stacks 1-D index tensors into (B, K_max) with ``fill`` padding, plus their lengths (B,)."""
-    k = max((r.numel() for r in rows), default=0)
-    out = torch.full((len(rows), k), fill, dtype=torch.long, device=rows[0].device if rows else "cpu")
-    for b, r in enumerate(rows):
-        out[b, : r.numel()] = r
-    return out, torch.tensor([r.numel() for r in rows], dtype=torch.long, device=out.device)
+from stepprune.methods.token_rows import pad_index_rows
 
 
 def grid_cells(rows: int, cols: int, k: int) -> tuple[Tensor, Tensor]:
@@ -131,7 +123,7 @@ class RandomPrune(PruningMethod):
             g = torch.Generator().manual_seed((self.config.seed * 1_000_003 + zlib.crc32(ctx.sample_key(b).encode()))
                                               % (2**63))
             rows.append(torch.randperm(n, generator=g)[:k].sort().values.to(ctx.vision.tokens.device))
-        index, count = _pad_rows(rows)
+        index, count = pad_index_rows(rows)
         return VisualTokens.gather(ctx.projected(), index, count)
 
 
@@ -147,7 +139,7 @@ class UniformPrune(PruningMethod):
         for b, (r, c) in enumerate(ctx.vision.grid.tolist()):
             k = self.config.keep_count(r * c, b)
             rows.append(lattice_indices(r, c, k).to(ctx.vision.tokens.device))
-        index, count = _pad_rows(rows)
+        index, count = pad_index_rows(rows)
         return VisualTokens.gather(ctx.projected(), index, count)
 
 
@@ -170,7 +162,7 @@ class PoolPrune(PruningMethod):
             sizes = torch.bincount(cell, minlength=k).clamp(min=1)
             feats.append((sums / sizes[:, None]).to(tokens.dtype))
             sources.append(centre.to(tokens.device))
-        index, count = _pad_rows(sources)
+        index, count = pad_index_rows(sources)
         stacked = tokens.new_zeros(len(feats), index.shape[1], tokens.shape[-1])
         for b, f in enumerate(feats):
             stacked[b, : f.shape[0]] = f
