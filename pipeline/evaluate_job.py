@@ -69,6 +69,9 @@ def summarize(bench, items: Sequence[BenchmarkItem], preds: Sequence[Prediction]
         "kept_mean": statistics.fmean(kept) if kept else 0.0,
         "kept_std": statistics.pstdev(kept) if len(kept) > 1 else 0.0,
         "kept_per_layer_mean": [statistics.fmean(p.visual_per_layer[i] for p in preds) for i in range(layers)],
+        # what is left in each layer's KV cache when generation ends (decode-time eviction lowers it)
+        "cached_per_layer_mean": [statistics.fmean(p.cached_visual_per_layer[i] for p in preds)
+                                  for i in range(layers)] if preds and preds[0].cached_visual_per_layer else [],
         "latency_ms_mean": statistics.fmean(lat) if lat else 0.0,
         "latency_ms_median": statistics.median(lat) if lat else 0.0,
         "token_recall": token_recall(items, preds),

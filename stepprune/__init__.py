@@ -12,6 +12,7 @@ This package never imports Ray, DeepSpeed or MLflow (a test enforces it); the di
 """
 
 from stepprune.backbones import (
+    AttentionBias,
     BackboneAdapter,
     DecodeEvict,
     LayerEdit,
@@ -40,6 +41,7 @@ from stepprune.selector import StepPrune, StepPruneConfig, aggregate_scores, sof
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionBias",
     "BackboneAdapter",
     "DecodeEvict",
     "LayerEdit",

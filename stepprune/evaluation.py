@@ -30,6 +30,8 @@ class Prediction:
         final_index: the original visual indices that reach the last LLM layer (and stay cached to the end).
         visual_per_layer: visual tokens entering each LLM layer at prefill.
         latency_ms: the sample's share of its batch's wall time (vision + selection + prefill + decoding).
+        cached_visual_per_layer: visual KV entries left in each LLM layer's cache at the end of generation
+            (below ``visual_per_layer`` only for decode-time methods, which evict while generating).
     """
 
     qid: str
@@ -40,6 +42,7 @@ class Prediction:
     final_index: list[int]
     visual_per_layer: list[int]
     latency_ms: float
+    cached_visual_per_layer: list[int] = dataclasses.field(default_factory=list)
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,7 +74,8 @@ def predict(vlm: PrunedVLM, items: Sequence[BenchmarkItem], *, batch_size: int =
         per_item = (time.perf_counter() - t0) * 1000 / len(chunk)
         for b, it in enumerate(chunk):
             out.append(Prediction(it.qid, it.prompt, gen.texts[b], int(gen.kept[b]), gen.kept_index[b],
-                                  gen.final_index[b], gen.visual_per_layer[b].tolist(), per_item))
+                                  gen.final_index[b], gen.visual_per_layer[b].tolist(), per_item,
+                                  gen.cached_visual_per_layer[b].tolist()))
         if on_batch is not None:
             on_batch(len(out), len(items))
     return out

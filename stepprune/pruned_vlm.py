@@ -74,13 +74,18 @@ class PrunedVLM(nn.Module):
         self.method = method.to(adapter.device)
 
     def forward(self, prompt: PromptBatch, step: int) -> TrainStep:
-        """The training path: the method's differentiable visual tokens through the frozen LLM, answer-token
-        NLL plus the method's own loss terms. Gradients reach only the method's parameters."""
+        """The training path: the method's differentiable visual tokens through the frozen LLM (with the
+        method's attention-bias hooks, if any), answer-token NLL plus the method's own loss terms. Gradients
+        reach only the method's parameters."""
         ctx = self.context(prompt)
         out = self.method.train_forward(ctx, step)
         inputs = self.adapter.splice(prompt, out.visual, ctx.vision, "original")
-        lm = self.adapter.lm_loss(self.adapter.forward(inputs))
-        return TrainStep(lm + out.aux_loss, lm.detach(), out.aux_loss.detach(), out.metrics)
+        lm = self.adapter.lm_loss(self.adapter.forward(inputs, biases=out.biases))
+        aux, metrics = out.aux_loss, out.metrics
+        if out.finish is not None:
+            extra, more = out.finish()
+            aux, metrics = aux + extra, {**metrics, **more}
+        return TrainStep(lm + aux, lm.detach(), aux.detach(), metrics)
 
     def context(self, prompt: PromptBatch) -> SelectionContext:
         """Runs the vision tower and wraps what methods may look at."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from stepprune.backbones.base import BackboneAdapter
-from stepprune.backbones.hooks import DecodeEvict, LayerEdit, PrefillDrop
+from stepprune.backbones.hooks import AttentionBias, DecodeEvict, LayerEdit, PrefillDrop
 from stepprune.backbones.llava import LlavaAdapter
 from stepprune.backbones.qwen2_5_vl import Qwen25VLAdapter
 from stepprune.backbones.types import LMInputs, PromptBatch, VisionFeatures, VisualTokens
@@ -83,6 +83,7 @@ def load_backbone(
 
 __all__ = [
     "ADAPTERS",
+    "AttentionBias",
     "BackboneAdapter",
     "DecodeEvict",
     "LayerEdit",

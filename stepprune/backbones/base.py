@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from stepprune.backbones.hooks import DecodeEvict, PrefillDrop
+from stepprune.backbones.hooks import AttentionBias, DecodeEvict, PrefillDrop
 from stepprune.backbones.llm import GenerationResult, LLMRunner, PrefillResult
 from stepprune.backbones.preprocess import Preprocessor, single_turn
 from stepprune.backbones.splice import PositionMode, splice
@@ -173,9 +173,10 @@ class BackboneAdapter(abc.ABC):
         return splice(prompt, visual, self.embed_text(prompt.input_ids), vision.num_tokens,
                       self.image_token_id, position_mode)
 
-    def forward(self, inputs: LMInputs, drops: Sequence[PrefillDrop] = ()) -> PrefillResult:
-        """Full-sequence prefill (gradients flow to ``inputs.embeds`` when enabled)."""
-        return self.runner.prefill(inputs, drops)
+    def forward(self, inputs: LMInputs, drops: Sequence[PrefillDrop] = (),
+                biases: Sequence[AttentionBias] = ()) -> PrefillResult:
+        """Full-sequence prefill (gradients flow to ``inputs.embeds`` and through ``biases`` when enabled)."""
+        return self.runner.prefill(inputs, drops, biases=biases)
 
     def lm_loss(self, result: PrefillResult) -> Tensor:
         """Mean next-token NLL over labelled slots of a prefill result, computing logits only where needed."""

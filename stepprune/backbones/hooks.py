@@ -5,8 +5,12 @@
   kept subset, and their KV caches hold only the kept tokens.
 * :class:`DecodeEvict` removes visual entries from the KV caches of a decoder layer and all later layers during
   generation (decode-time methods such as DyRate-style pruning).
+* :class:`AttentionBias` adds a per-(query slot, key slot) bias to the attention logits of a decoder layer and all
+  later layers during prefill. It is the teacher-forced counterpart of decode-time eviction: answer position t can
+  be kept from attending to the visual tokens evicted before step t (hard: a -inf-like bias), or be attenuated
+  softly (log-weights) so that training gradients reach whatever chose the eviction.
 
-Both receive a context with the state at that boundary and can ask for one earlier layer's attention rows or keys,
+All three receive a context with the state at that boundary and can ask for one earlier layer's attention rows or keys,
 recomputed from that layer's recorded input with the layer's own projections, so the model keeps SDPA everywhere.
 """
 
@@ -71,4 +75,26 @@ class DecodeEvict:
 
     layer: int
     select: Callable[[DecodeContext], Tensor | None]
+    record_inputs: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass
+class AttentionBias:
+    """Adds ``bias(ctx)`` to every head's attention logits in decoder layers >= ``layer`` during prefill.
+
+    The bias is added on top of the causal and padding mask (which it cannot undo) and may be differentiable: a
+    value ``log(w)`` scales key j's unnormalised attention weight for query i by w, and ``torch.finfo(dtype).min``
+    hides key j from query i exactly (what decode-time eviction does for the rows after the eviction). Every query
+    row must keep at least one finite entry (its own slot is the natural one). Prefill only: generation never
+    applies it, so use it for teacher-forced passes, not with a KV cache that decoding continues from.
+
+    Attributes:
+        layer: the first layer whose attention gets the bias (layers before it run unbiased).
+        bias: ``bias(ctx) -> (B, L, L)`` float over the slots of the state entering ``layer`` (query rows, key
+            columns). Hooks at the same layer add up.
+        record_inputs: earlier layers whose input hidden states ``bias`` needs (for attention rows / keys).
+    """
+
+    layer: int
+    bias: Callable[[PrefillContext], Tensor]
     record_inputs: tuple[int, ...] = ()

@@ -8,6 +8,7 @@ is what lets one code path:
 * drop tokens from the hidden states entering any layer (in-LLM methods), so that layer groups hold KV caches
   of different lengths, each with its own padding mask and its own decode positions;
 * evict cache entries during generation (decode-time methods);
+* add a per-(query, key) attention bias from a layer on during prefill (the teacher-forced form of eviction);
 * recompute one layer's attention rows or keys from its recorded input while the model keeps SDPA.
 
 No HF code is copied or patched: masks are explicit 4-D boolean masks (float for eager attention), the cache is
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from stepprune.backbones.hooks import DecodeEvict, LayerEdit, PrefillDrop
+from stepprune.backbones.hooks import AttentionBias, DecodeEvict, LayerEdit, PrefillDrop
 from stepprune.backbones.types import PAD, SUFFIX, VISUAL, LMInputs
 
 GENERATED = 4  # segment code of tokens produced by generation
@@ -205,7 +206,11 @@ class LLMRunner:
     def _eager(self) -> bool:
         return self.config._attn_implementation == "eager"
 
-    def _mask(self, allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    def _mask(self, allowed: Tensor, dtype: torch.dtype, bias: Tensor | None = None) -> Tensor:
+        """The attention mask the decoder layers get: bool for SDPA, additive float for eager attention or when
+        an :class:`AttentionBias` is active ((B, L, L) ``bias`` where allowed, the dtype's minimum elsewhere)."""
+        if bias is not None:
+            return torch.where(allowed, bias[:, None].to(dtype), torch.finfo(dtype).min)
         if self._eager:  # eager attention adds the mask to the logits
             return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
                 ~allowed, torch.finfo(dtype).min)
@@ -242,21 +247,32 @@ class LLMRunner:
         drops: Sequence[PrefillDrop] = (),
         evicts: Sequence[DecodeEvict] = (),
         use_cache: bool = False,
+        biases: Sequence[AttentionBias] = (),
     ) -> PrefillResult:
-        """Runs every decoder layer over the batch, applying ``drops`` at their layers.
+        """Runs every decoder layer over the batch, applying ``drops`` at their layers and ``biases`` from theirs.
 
         ``evicts`` only split the layer groups here (so that their layers get their own cache layout).
+
+        Raises:
+            ValueError: a hook layer outside [1, num_layers - 1], or a drop after the first bias layer (the bias
+                refers to the slots at its layer).
         """
-        for h in (*drops, *evicts):
+        for h in (*drops, *evicts, *biases):
             if not 0 < h.layer < self.num_layers:
                 raise ValueError(f"hook layer {h.layer} must be in [1, {self.num_layers - 1}]")
+        bias_by_layer: dict[int, list[AttentionBias]] = {}
+        for h in biases:
+            bias_by_layer.setdefault(h.layer, []).append(h)
+        if bias_by_layer and any(d.layer > min(bias_by_layer) for d in drops):
+            raise ValueError(f"an AttentionBias from layer {min(bias_by_layer)} cannot be combined with a "
+                             "PrefillDrop at a later layer (the bias is laid out over the slots at its own layer)")
         state = SeqState(inputs.embeds, inputs.valid, inputs.positions, inputs.next_position,
                          inputs.segment, inputs.visual_index, inputs.labels)
         by_layer: dict[int, list[PrefillDrop]] = {}
         for d in drops:
             by_layer.setdefault(d.layer, []).append(d)
         boundaries = sorted({0, *by_layer, *(e.layer for e in evicts)})
-        record = {r for h in (*drops,) for r in h.record_inputs}
+        record = {r for h in (*drops, *biases) for r in h.record_inputs}
         cache = KVCache(self.num_layers) if use_cache else None
         B = state.hidden.shape[0]
         per_layer = torch.zeros(B, self.num_layers, dtype=torch.long, device=state.hidden.device)
@@ -265,6 +281,7 @@ class LLMRunner:
 
         pe = self._rotary(state.hidden, state.positions)
         mask = self._mask(causal_mask(state.valid), state.hidden.dtype)
+        active_bias: Tensor | None = None
         for layer_idx, layer in enumerate(self.layers):
             if layer_idx in by_layer:
                 for drop in by_layer[layer_idx]:
@@ -274,6 +291,15 @@ class LLMRunner:
                                        drop.positions)
                 pe = self._rotary(state.hidden, state.positions)
                 mask = self._mask(causal_mask(state.valid), state.hidden.dtype)
+            if layer_idx in bias_by_layer:
+                L = state.valid.shape[1]
+                for hook in bias_by_layer[layer_idx]:
+                    b = hook.bias(PrefillContext(self, state, recorded, layer_idx))
+                    if b.shape != (B, L, L):
+                        raise ValueError(f"AttentionBias at layer {layer_idx} returned shape {tuple(b.shape)}, "
+                                         f"expected {(B, L, L)}")
+                    active_bias = b if active_bias is None else active_bias + b
+                mask = self._mask(causal_mask(state.valid), state.hidden.dtype, active_bias)
             if layer_idx in boundaries:
                 end = next((b for b in boundaries if b > layer_idx), self.num_layers)
                 groups.append(_Group(layer_idx, end, state.valid, state.segment, state.visual_index,

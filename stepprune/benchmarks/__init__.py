@@ -11,12 +11,24 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from stepprune.benchmarks import gqa, mmbench, mmbench_cn, mme, pope, scienceqa, synthvqa, textvqa, vqav2
+from stepprune.benchmarks import (
+    gqa,
+    mmbench,
+    mmbench_cn,
+    mme,
+    pope,
+    scienceqa,
+    synthvqa,
+    synthvqa_describe,
+    textvqa,
+    vqav2,
+)
 from stepprune.benchmarks.base import BenchmarkItem, RecordError
 from stepprune.benchmarks.retention import PAPER_BENCHMARKS, Retention, headline_scores, retention
 
 BENCHMARKS: dict[str, ModuleType] = {
-    module.NAME: module for module in (gqa, mmbench, mmbench_cn, mme, pope, scienceqa, vqav2, textvqa, synthvqa)
+    module.NAME: module for module in (gqa, mmbench, mmbench_cn, mme, pope, scienceqa, vqav2, textvqa, synthvqa,
+                                       synthvqa_describe)
 }
 
 class UnknownBenchmarkError(KeyError):

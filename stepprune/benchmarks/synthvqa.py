@@ -115,7 +115,8 @@ def _item(rec: dict[str, Any], file: Path, row: int) -> BenchmarkItem:
                          meta=meta)
 
 
-def load(folder: str | Path, split: str | None = None, limit: int | None = None) -> list[BenchmarkItem]:
+def load(folder: str | Path, split: str | None = None, limit: int | None = None,
+         families: str | Sequence[str] | None = None) -> list[BenchmarkItem]:
     """Read SynthVQA questions.
 
     Args:
@@ -123,12 +124,18 @@ def load(folder: str | Path, split: str | None = None, limit: int | None = None)
             ``native`` folder holding split folders, or the generator's output folder.
         split: ``"train"``, ``"val"`` or ``"test"`` (default ``"test"`` when ``folder`` is not a split
             folder).
-        limit: read at most this many questions.
+        limit: read at most this many questions (counted after the family filter).
+        families: keep only these families (a name or a list; e.g. ``"describe"``, the long-answer task of
+            decode-time experiments); None keeps every family.
 
     Raises:
         FileNotFoundError: no ``questions.jsonl`` found.
+        ValueError: an unknown family in ``families``.
         RecordError: a malformed row (names the file, the 1-based line and the field).
     """
+    wanted = None if families is None else ({families} if isinstance(families, str) else set(families))
+    if wanted is not None and not wanted <= set(FAMILIES):
+        raise ValueError(f"unknown SynthVQA famil(ies) {sorted(wanted - set(FAMILIES))}; known: {FAMILIES}")
     file = _questions_file(folder, split)
     items = []
     with open(file, encoding="utf-8") as f:
@@ -142,6 +149,8 @@ def load(folder: str | Path, split: str | None = None, limit: int | None = None)
             except json.JSONDecodeError as e:
                 raise RecordError(file, row, "<line>", f"not valid JSON: {e}") from None
             _need(isinstance(rec, dict), file, row, "<line>", "not a JSON object")
+            if wanted is not None and rec.get("family") not in wanted:
+                continue
             items.append(_item(rec, file, row))
     return items
 

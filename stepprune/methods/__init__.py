@@ -9,6 +9,7 @@ Example::
 from stepprune.methods import controls  # noqa: F401  (registers the controls)
 from stepprune.methods import dart, fastv, pdrop, sparsevlm  # noqa: F401  (in-LLM baselines)
 from stepprune.methods import holov, prumerge, prumerge_plus, visionzip  # noqa: F401  (pre-LLM baselines)
+from stepprune.methods import dyrate, visionselector  # noqa: F401  (learned baselines)
 from stepprune.methods.base import MethodConfig, PruningMethod, SelectionContext, TrainOutput
 from stepprune.methods.registry import METHODS, UnknownMethodError, build_method, method_class, register
 

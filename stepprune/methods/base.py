@@ -16,14 +16,14 @@ Trainable methods also implement :meth:`PruningMethod.train_forward`, the differ
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from stepprune.backbones.base import BackboneAdapter
-from stepprune.backbones.hooks import DecodeEvict, PrefillDrop
+from stepprune.backbones.hooks import AttentionBias, DecodeEvict, PrefillDrop
 from stepprune.backbones.types import PromptBatch, VisionFeatures, VisualTokens
 
 
@@ -144,11 +144,17 @@ class TrainOutput:
         visual: the full-length (soft-gated) visual tokens the LLM sees during training.
         aux_loss: the method's own loss term(s) added to the LM loss (scalar).
         metrics: detached scalars/tensors for logging.
+        biases: :class:`~stepprune.backbones.hooks.AttentionBias` hooks the training prefill applies (decode-time
+            methods trained by teacher forcing: per-answer-position visibility of the visual tokens).
+        finish: called once after that prefill, for terms the hooks computed inside the LLM pass; returns
+            ``(extra_aux_loss, extra_metrics)``, added to ``aux_loss`` and ``metrics``.
     """
 
     visual: VisualTokens
     aux_loss: Tensor
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    biases: list[AttentionBias] = dataclasses.field(default_factory=list)
+    finish: Callable[[], tuple[Tensor, dict[str, Any]]] | None = None
 
 
 class PruningMethod(nn.Module):

@@ -1,4 +1,5 @@
-"""Index and row bookkeeping shared by the pre-LLM methods that assemble their own per-sample visual rows."""
+"""Index and row bookkeeping shared by the pre-LLM methods that assemble their own per-sample visual rows or
+per-sample kept-index lists (controls, VisionSelector)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,15 @@ def complement(keep: Tensor, n: int) -> Tensor:
     mask = torch.ones(n, dtype=torch.bool, device=keep.device)
     mask[keep] = False
     return mask.nonzero().flatten()
+
+
+def pad_index_rows(rows: list[Tensor], fill: int = 0) -> tuple[Tensor, Tensor]:
+    """Stacks per-sample 1-D index tensors into (B, K_max) with ``fill`` padding, plus their lengths (B,)."""
+    k = max((r.numel() for r in rows), default=0)
+    out = torch.full((len(rows), k), fill, dtype=torch.long, device=rows[0].device if rows else "cpu")
+    for b, r in enumerate(rows):
+        out[b, : r.numel()] = r
+    return out, torch.tensor([r.numel() for r in rows], dtype=torch.long, device=out.device)
 
 
 def stack_rows(embeds: list[Tensor], sources: list[Tensor]) -> VisualTokens:

@@ -15,7 +15,8 @@ Backbones: LLaVA-1.5 (tokens = CLIP patch features, d_tok = d_v) and Qwen2.5-VL 
 granularity; a token row is its 4 pre-merger patch features concatenated, d_tok = 4 d_vision, so one g gates all
 four, the encoder projects d_tok -> d, and the denoiser acts on each 1/4 of the row). The backbone dimensions
 (d_tok, d_llm, token_group) are read from the adapter by :meth:`StepPrune.bind` — or at the first forward — and
-stored in the config, so a checkpoint records them and is checked against the backbone it is loaded on.
+stored in the config, so a checkpoint records them and is checked against the backbone it is loaded on (the
+shared :class:`~stepprune.methods.backbone_bound.BackboneBoundMethod` logic).
 
 Trainer contract: call ``method.bind(adapter)`` before building the optimizer (the modules do not exist before the
 dimensions are known), set ``config.total_steps`` to the number of optimizer steps, and pass the 0-based optimizer
@@ -34,7 +35,8 @@ from torch import Tensor
 
 from stepprune.backbones.base import BackboneAdapter
 from stepprune.backbones.types import VisualTokens
-from stepprune.methods.base import PruningMethod, SelectionContext, TrainOutput
+from stepprune.methods.backbone_bound import BackboneBoundMethod
+from stepprune.methods.base import SelectionContext, TrainOutput
 from stepprune.methods.registry import register
 from stepprune.selector.config import StepPruneConfig
 from stepprune.selector.decoder import Memory, PointerDecoder
@@ -55,7 +57,7 @@ def backbone_dims(adapter: BackboneAdapter) -> dict[str, int]:
 
 
 @register
-class StepPrune(PruningMethod):
+class StepPrune(BackboneBoundMethod):
     """StepPrune: a pointer-network selector that picks visual tokens one at a time and stops by itself."""
 
     name = "stepprune"
@@ -64,6 +66,8 @@ class StepPrune(PruningMethod):
     uses_text = True
     training_free = False
     budgeted = False
+    dim_descriptions = {"d_tok": "visual token width", "d_llm": "LLM embedding width",
+                        "token_group": "patch features per visual token"}
 
     def __init__(self, config: StepPruneConfig | dict[str, Any] | None = None):
         super().__init__(config)
@@ -98,32 +102,8 @@ class StepPrune(PruningMethod):
         if device is not None:
             self.to(device)
 
-    def bind(self, adapter: BackboneAdapter) -> StepPrune:
-        """Reads the backbone dimensions into the config and builds the modules on the adapter's device.
-
-        Already-set dimensions must match (:meth:`check_compatible`); an already-built selector is moved to the
-        adapter's device. Returns ``self``.
-        """
-        if self.built:
-            self.check_compatible(adapter)
-            return self.to(adapter.device)
-        for key, value in backbone_dims(adapter).items():
-            if getattr(self.config, key) is None:
-                setattr(self.config, key, value)
-        self.check_compatible(adapter)
-        self._build(adapter.device)
-        return self
-
-    def check_compatible(self, adapter: BackboneAdapter) -> None:
-        """Raises ValueError naming each stored dimension that differs from the backbone's."""
-        found = backbone_dims(adapter)
-        what = {"d_tok": "visual token width", "d_llm": "LLM embedding width",
-                "token_group": "patch features per visual token"}
-        bad = [f"{k} ({what[k]}): selector has {getattr(self.config, k)}, backbone has {v}"
-               for k, v in found.items() if getattr(self.config, k) is not None and getattr(self.config, k) != v]
-        if bad:
-            raise ValueError(f"stepprune selector does not match the {adapter.family} backbone at {adapter.path}: "
-                             + "; ".join(bad))
+    def backbone_dims(self, adapter: BackboneAdapter) -> dict[str, int]:
+        return backbone_dims(adapter)
 
     def _ready(self, ctx: SelectionContext) -> None:
         if not self.built:

@@ -8,10 +8,10 @@ Problem (top-k = the largest entries), for x in [0, 1]^n, budget 0 < k < n and e
 Two implementations that agree to 1e-5 (to ~1e-12 in float64; tested):
 
 * :func:`soft_topk` — the exact closed form. With two anchors and exact row marginals,
-  n Gamma_i1 = sigmoid((2 x_i - 1 + b) / beta) where the scalar b solves sum_i sigmoid(...) = k. b is found by
-  bisection in float64 without gradient, then one *differentiable* Newton step
-  b = b* - beta (sum_i sigmoid((2x_i - 1 + b*)/beta) - k) / sg(sum_i sigma'_i) is applied: its value is b* (the
-  residual is ~0) and its Jacobian is exactly the implicit-function-theorem one,
+  n Gamma_i1 = sigmoid((2 x_i - 1 + b) / beta) where the scalar b solves sum_i sigmoid(...) = k. That is the
+  shared solver :func:`stepprune.methods.sigmoid_topk.sigmoid_topk` on the logits z = (2x - 1) / beta with shift
+  t = b / beta: bisection in float64 without gradient, then one *differentiable* Newton step whose value is the
+  root and whose Jacobian is exactly the implicit-function-theorem one,
   d g_i / d x_j = (2/beta) (sigma'_i delta_ij - sigma'_i sigma'_j / sum_l sigma'_l).
 * :func:`soft_topk_sinkhorn` — the log-domain Sinkhorn reference (autograd through the unrolled loop).
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-BISECTION_STEPS = 64  # the bracket is ~6 wide; 2^-64 of it is below float64 resolution
+from stepprune.methods.sigmoid_topk import sigmoid_topk, sigmoid_topk_shift
 
 
 def _budget(k: float | Tensor, rows: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -48,20 +48,9 @@ def soft_topk_threshold(x: Tensor, k: float | Tensor, beta: float, mask: Tensor 
         mask: (B, N) valid entries, or None.
 
     Returns:
-        (B,) float64 thresholds. For x in [0, 1] the root lies in [-3 - 20 beta, 3 + 20 beta].
+        (B,) float64 thresholds (beta times the shared solver's shift).
     """
-    m = _mask(x, mask)
-    z = (2.0 * x.double() - 1.0)
-    kk = _budget(k, x.shape[0], x.device, torch.float64)
-    lo = torch.full((x.shape[0],), -3.0 - 20.0 * beta, dtype=torch.float64, device=x.device)
-    hi = -lo
-    for _ in range(BISECTION_STEPS):  # fixed count: no host sync, same cost for every row
-        mid = 0.5 * (lo + hi)
-        total = torch.where(m, torch.sigmoid((z + mid[:, None]) / beta), 0.0).sum(dim=1)
-        below = total < kk
-        lo = torch.where(below, mid, lo)
-        hi = torch.where(below, hi, mid)
-    return 0.5 * (lo + hi)
+    return beta * sigmoid_topk_shift((2.0 * x.double() - 1.0) / beta, k, _mask(x, mask))
 
 
 def soft_topk(x: Tensor, k: float | Tensor, beta: float, mask: Tensor | None = None) -> Tensor:
@@ -69,7 +58,8 @@ def soft_topk(x: Tensor, k: float | Tensor, beta: float, mask: Tensor | None = N
 
     Args:
         x: (B, N) scores already scaled to [0, 1] (StepPrune divides s by its detached row maximum).
-        k: budget, a float or a (B,) tensor, 0 < k < n; need not be an integer. Treated as a constant.
+        k: budget, a float or a (B,) tensor, 0 < k < n; need not be an integer. StepPrune passes a constant
+            (k_bar); a k that carries a gradient gets its exact implicit one.
         beta: entropic weight (sharpness): beta -> 0 gives the hard indicator of the k largest entries (without
             ties), beta -> inf gives k/n everywhere.
         mask: optional (B, N) bool of valid entries; invalid ones output 0 and do not count in n.
@@ -78,15 +68,7 @@ def soft_topk(x: Tensor, k: float | Tensor, beta: float, mask: Tensor | None = N
         (B, N) values in (0, 1) (0 where masked) whose rows sum to k; differentiable in ``x`` with the exact
         implicit gradient.
     """
-    m = _mask(x, mask)
-    b_star = soft_topk_threshold(x, k, beta, m).to(x.dtype)
-    z = 2.0 * x - 1.0
-    g_star = torch.where(m, torch.sigmoid((z + b_star[:, None]) / beta), 0.0)
-    slope = (g_star * (1.0 - g_star)).sum(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
-    kk = _budget(k, x.shape[0], x.device, x.dtype)
-    # One differentiable Newton step: value b* (residual ~ 0), Jacobian = the implicit one (module docstring).
-    b = b_star - beta * (g_star.sum(dim=1) - kk) / slope.detach()
-    return torch.where(m, torch.sigmoid((z + b[:, None]) / beta), 0.0)
+    return sigmoid_topk((2.0 * x - 1.0) / beta, k, _mask(x, mask))
 
 
 def soft_topk_sinkhorn(

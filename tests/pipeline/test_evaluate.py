@@ -64,3 +64,18 @@ benchmarks: [{{name: pope, folder: {folders['pope']}}}, {{name: gqa, folder: {fo
     children = client.search_runs([client.get_run(first["mlflow_run_id"]).info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{first['mlflow_run_id']}'")
     assert len(children) == 6
+
+
+def test_summary_reports_what_is_left_cached_at_the_end():
+    from pipeline.evaluate_job import summarize
+    from stepprune.benchmarks import BenchmarkItem, get_benchmark
+    from stepprune.evaluation import Prediction
+
+    bench = get_benchmark("synthvqa_describe")
+    items = [BenchmarkItem(str(i), "p", "ref", meta={"family": "describe", "subfamily": "detail", "evidence": [1],
+                                                    "mentions": ["large red star"]}) for i in range(2)]
+    preds = [Prediction(str(i), "p", "a large red star", 576, [], [], [576] * 4, 1.0, [576, 576, c, c])
+             for i, c in enumerate((288, 144))]
+    summary = summarize(bench, items, preds, "llava")
+    assert summary["headline"] == 1.0 and summary["kept_per_layer_mean"] == [576] * 4
+    assert summary["cached_per_layer_mean"] == [576, 576, 216, 216]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import stepprune
-from stepprune.backbones.hooks import DecodeEvict, LayerEdit, PrefillDrop
+from stepprune.backbones.hooks import AttentionBias, DecodeEvict, LayerEdit, PrefillDrop
 from stepprune.backbones.types import VISUAL
 from tests.conftest import PROMPTS, make_images
 from tests.stepprune.backbones.reference import cache_free_greedy
@@ -178,3 +178,60 @@ def test_current_attention_rows_see_earlier_drops(adapter, positions):
     assert got["current"].shape[-1] == inputs.valid.shape[1] - n + n // 2
     torch.testing.assert_close(got["current"], got["recorded"], rtol=0, atol=1e-6)
     assert not torch.allclose(got["current"], got["explicit"])  # layer=3 uses that layer's projections
+
+
+def _hide_odd_visual_keys(ctx):
+    """A bias hiding the odd-ranked visual tokens from every *other* query row (each still sees itself)."""
+    st = ctx.state
+    vis = st.segment == VISUAL
+    hidden_keys = vis & ~_every_other_visual(ctx)
+    B, L = hidden_keys.shape
+    bias = torch.zeros(B, L, L, dtype=st.hidden.dtype)
+    bias = bias.masked_fill(hidden_keys[:, None, :], torch.finfo(bias.dtype).min)
+    return bias.masked_fill(torch.eye(L, dtype=torch.bool)[None], 0.0)
+
+
+def test_zero_attention_bias_changes_nothing(adapter):
+    inputs, _ = _inputs(adapter)
+    plain = adapter.forward(inputs).hidden
+    zero = adapter.forward(inputs, biases=[AttentionBias(2, lambda ctx: torch.zeros(
+        2, ctx.state.valid.shape[1], ctx.state.valid.shape[1]))]).hidden
+    torch.testing.assert_close(zero, plain, rtol=0, atol=1e-6)
+
+
+def test_hiding_keys_by_bias_equals_dropping_them_for_the_other_rows(adapter):
+    # Hiding visual keys from every other row at layers >= 2 computes exactly what dropping them before layer 2
+    # computes for the remaining rows (the hidden tokens' own rows are computed but never read).
+    inputs, _ = _inputs(adapter, seed=4)
+    dropped = adapter.forward(inputs, [PrefillDrop(2, _every_other_visual)])
+    biased = adapter.forward(inputs, biases=[AttentionBias(2, _hide_odd_visual_keys)])
+    plain = adapter.forward(inputs)
+    for b in range(2):
+        kept = dropped.state.valid[b]
+        last = dropped.hidden[b][kept][-5:]  # the prompt's last text slots
+        torch.testing.assert_close(biased.hidden[b][inputs.valid[b]][-5:], last, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(plain.hidden[b][inputs.valid[b]][-5:], last, atol=1e-4)
+
+
+def test_a_soft_bias_is_differentiable_and_acts_per_query_row(llava):
+    inputs, _ = _inputs(llava, n=1, seed=7)
+    L = inputs.valid.shape[1]
+    logw = torch.zeros(1, L, L, requires_grad=True)
+    with torch.no_grad():
+        logw[0, L - 1, inputs.segment[0] == VISUAL] = -1.0  # only the last row attends less to the image
+    res = llava.forward(inputs, biases=[AttentionBias(2, lambda ctx: logw)])
+    res.hidden[0, -1].sum().backward()
+    grad = logw.grad[0]
+    assert torch.isfinite(grad).all() and grad[L - 1].abs().sum() > 0
+    plain = llava.forward(inputs).hidden
+    torch.testing.assert_close(res.hidden[0, :-1].detach(), plain[0, :-1], rtol=0, atol=1e-5)  # other rows untouched
+    assert not torch.allclose(res.hidden[0, -1].detach(), plain[0, -1], atol=1e-4)
+
+
+def test_attention_bias_checks_its_shape_and_later_drops(llava):
+    inputs, _ = _inputs(llava, n=1)
+    with pytest.raises(ValueError, match="returned shape"):
+        llava.forward(inputs, biases=[AttentionBias(2, lambda ctx: torch.zeros(1, 3, 3))])
+    with pytest.raises(ValueError, match="cannot be combined with a PrefillDrop at a later layer"):
+        llava.forward(inputs, [PrefillDrop(3, _every_other_visual)],
+                      biases=[AttentionBias(2, lambda ctx: torch.zeros(1, 1, 1))])

@@ -1,0 +1,32 @@
+"""Pruned predictions for benchmark items: what each sample kept at prefill and what was left cached at the end."""
+
+import pytest
+import torch
+
+import stepprune
+from stepprune.benchmarks.base import BenchmarkItem
+from stepprune.evaluation import Prediction, predict
+from tests.conftest import make_images
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_predictions_record_the_cache_left_by_decode_time_eviction(llava, tmp_path):
+    items = []
+    for i, im in enumerate(make_images(3, seed=4)):
+        im.save(tmp_path / f"{i}.png")
+        items.append(BenchmarkItem(str(i), "Describe the image in detail.", "ref", image_path=tmp_path / f"{i}.png"))
+    method = stepprune.build_method("dyrate", schedule=[0.5, 0.25])
+    preds = predict(stepprune.PrunedVLM(llava, method), items, batch_size=2, max_new_tokens=4)
+    assert [p.qid for p in preds] == ["0", "1", "2"]
+    for p in preds:
+        assert p.visual_per_layer == [576] * 4  # prefill is unpruned
+        assert p.cached_visual_per_layer in ([576, 576, 288, 288], [576, 576, 144, 144])  # after 1 or 2+ steps
+    assert Prediction(**{k: v for k, v in preds[0].to_row().items() if k != "cached_visual_per_layer"}
+                      ).cached_visual_per_layer == []  # rows written before the field existed still load
