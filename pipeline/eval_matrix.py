@@ -25,7 +25,7 @@ from pipeline.config_loader import config_hash, flatten
 from pipeline.eval_config import BenchmarkRef, MatrixConfig, MatrixMethod
 from pipeline.evaluate_job import cell_done, load_items, numeric_metrics, summarize, write_cell
 from pipeline.tables import build_rows, csv_text, fig4, latex, markdown
-from pipeline.tracking import MlflowTracker, default_tracking_uri
+from pipeline.tracking import MlflowTracker, default_tracking_uri, log_provenance
 from stepprune.benchmarks import get_benchmark
 from stepprune.benchmarks.base import BenchmarkItem
 
@@ -206,6 +206,7 @@ def run(cfg: MatrixConfig) -> dict[str, Any]:
 
     tables = write_tables(cfg, cells, summaries, out, parent)
     parent.log_metrics({"cells": len(cells), "cells_failed": len(failed)})
+    log_provenance(parent, time.perf_counter() - t0)
     parent.close("FAILED" if failed else "FINISHED")
     return {"tables": tables, "summaries": summaries, "failed": failed, "seconds": time.perf_counter() - t0,
             "mlflow_run_id": parent.run_id, "output": str(out)}

@@ -24,7 +24,7 @@ import torch
 import stepprune
 from pipeline.config_loader import config_hash
 from pipeline.eval_config import BenchmarkRef, EvalJobConfig, MethodRef
-from pipeline.tracking import MlflowTracker, default_tracking_uri
+from pipeline.tracking import MlflowTracker, default_tracking_uri, log_provenance
 from stepprune.benchmarks import get_benchmark
 from stepprune.benchmarks.base import BenchmarkItem
 from stepprune.evaluation import Prediction, predict, token_recall
@@ -133,6 +133,7 @@ def run(cfg: EvalJobConfig) -> dict[str, Any]:
     tracker.log_params(flatten(cfg))
     tracker.log_metrics(numeric_metrics(summary))
     tracker.log_artifact(out, "cell")
+    log_provenance(tracker)
     tracker.close()
     summary["output"] = str(out)
     summary["mlflow_run_id"] = tracker.run_id

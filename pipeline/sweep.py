@@ -23,7 +23,7 @@ from ray import tune
 
 from pipeline.config import TrainJobConfig
 from pipeline.config_loader import dump, flatten, from_dict, load, to_dict
-from pipeline.tracking import MlflowTracker, default_tracking_uri
+from pipeline.tracking import MlflowTracker, default_tracking_uri, log_provenance
 from pipeline.tune_space import TuneSpace, derived_concurrency, trial_overrides
 
 
@@ -122,6 +122,7 @@ def run(space: TuneSpace) -> dict[str, Any]:
     parent.log_metrics({f"best.{k}": float(v) for k, v in (best.metrics or {}).items()
                         if k in (space.metric, "val_accuracy", "val_K_mean") and v is not None})
     parent.log_dict({"best_params": best_params}, "best_params.json")
+    log_provenance(parent, time.perf_counter() - t0)
     parent.close()
     return {"rows": rows, "best_params": best_params, "best_metrics": best.metrics, "best_yaml": str(best_yaml),
             "table": table, "mlflow_run_id": parent.run_id, "seconds": time.perf_counter() - t0,

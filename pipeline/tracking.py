@@ -157,6 +157,24 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
+def code_version() -> str:
+    """The git commit of the code that runs (with ``+dirty`` for local changes), or the package version."""
+    from stepprune.checkpoint import code_version as _version
+
+    return _version()
+
+
+def log_provenance(tracker: Tracker, seconds: float | None = None) -> None:
+    """Records how a run was produced: the exact command line, the code version and (at the end) its wall time."""
+    import shlex
+    import sys
+
+    tracker.set_tags({"command": " ".join(shlex.quote(a) for a in sys.argv) or "(library call)",
+                      "code_version": code_version()})
+    if seconds is not None:
+        tracker.log_metrics({"wall_seconds": float(seconds)})
+
+
 def histogram_png(values: Sequence[float], path: str | Path, title: str, xlabel: str, bins: int = 30) -> Path:
     """Writes a histogram PNG (matplotlib, headless)."""
     import matplotlib

@@ -26,7 +26,7 @@ from pipeline.cluster import init_ray
 from pipeline.config import TrainJobConfig
 from pipeline.config_loader import config_hash, dump, flatten, to_dict
 from pipeline.data import RecordGuard, prepare_shards, training_dataset
-from pipeline.tracking import MlflowTracker, default_tracking_uri
+from pipeline.tracking import MlflowTracker, default_tracking_uri, log_provenance
 from pipeline.train_loop import train_loop_per_worker
 
 
@@ -179,6 +179,7 @@ def run(cfg: TrainJobConfig) -> TrainSummary:
         if cfg.eval.enabled:
             heldout = heldout_check(cfg, selector_dir, tracker)
     tracker.log_metrics({"data.bad_records_at_train": bad_at_train})
+    log_provenance(tracker, time.perf_counter() - t0)
     tracker.close()
     return TrainSummary(cfg.storage.name, tracker.run_id, uri, int(metrics.get("step", 0)), metrics, selector_dir,
                         heldout, time.perf_counter() - t0)

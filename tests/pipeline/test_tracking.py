@@ -35,3 +35,14 @@ def test_null_tracker_accepts_everything():
     t.log_metrics({"b": 2.0}, step=1)
     log_histogram(t, [1, 2], "x.png", "t", "x")
     t.close()
+
+
+def test_provenance_records_the_command_code_version_and_wall_time(tmp_path, monkeypatch):
+    from pipeline.tracking import log_provenance
+
+    monkeypatch.setattr("sys.argv", ["jobs/train.py", "train.max_steps=3", "name=a b"])
+    t = MlflowTracker(default_tracking_uri(tmp_path), "exp")
+    log_provenance(t, 12.5)
+    run = MlflowClient(t.uri).get_run(t.run_id)
+    assert run.data.tags["command"] == "jobs/train.py train.max_steps=3 'name=a b'"
+    assert run.data.tags["code_version"] and run.data.metrics["wall_seconds"] == 12.5
