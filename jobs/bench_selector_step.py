@@ -5,7 +5,10 @@ layers, d_v=1024 CLIP features, LLM width 4096 for W_t, K_max=192) and at the ti
 seconds per inference decoder step at N=576 for each (width, batch).
 
     python jobs/bench_selector_step.py                    # 1 intra-op thread (stable on a shared machine)
-    python jobs/bench_selector_step.py --threads 2 --batches 1 16 32 --device cuda
+    python jobs/bench_selector_step.py --threads 2 --batches 1 16 32 --device cuda --loops plain chunked graph
+
+``--loops``: ``plain`` reads the stop flags after every step, ``chunked`` once per 16 steps (the eager default),
+``graph`` replays 16-step chunks captured as CUDA graphs (CUDA only; the default there).
 """
 
 import argparse
@@ -37,13 +40,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timed", nargs="+", default=["llava7b", "tiny"], choices=sorted(SETTINGS))
+    parser.add_argument("--loops", nargs="+", default=["chunked"], choices=["plain", "chunked", "graph"])
     args = parser.parse_args()
     for name, cfg in SETTINGS.items():
         print(json.dumps({"setting": name, "parameters": parameter_counts(cfg)}))
     for name in args.timed:
-        for batch in args.batches:
+        for batch, loop in ((b, lp) for b in args.batches for lp in args.loops):
             out = decoder_step_time(SETTINGS[name], batch, args.tokens, args.steps, args.repeats, args.device,
-                                    threads=args.threads)
+                                    threads=args.threads, loop=loop)
             out["per_step_ms"] = round(out.pop("per_step_s") * 1e3, 3)
             out["memory_ms"] = round(out.pop("memory_s") * 1e3, 3)
             print(json.dumps({"setting": name, "device": args.device, **out}), flush=True)

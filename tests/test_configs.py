@@ -6,10 +6,11 @@ import pytest
 
 from pipeline.config import TrainJobConfig
 from pipeline.config_loader import ConfigError, load
+from pipeline.efficiency_config import EfficiencyJobConfig
 from pipeline.eval_config import EvalJobConfig, MatrixConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = {"matrix_": MatrixConfig, "eval_": EvalJobConfig}
+SCHEMAS = {"matrix_": MatrixConfig, "eval_": EvalJobConfig, "efficiency_": EfficiencyJobConfig}
 
 
 def _schema(path: Path):

@@ -96,7 +96,10 @@ class StepPruneConfig(MethodConfig):
             the optimizer steps and is 1 at inference.
         total_steps: number of optimizer steps of the training run (required by :meth:`train_forward`).
         sync_every: inference loop: read the single ``all(done)`` flag every this many steps (one host sync per
-            chunk, never inside a step).
+            chunk, never inside a chunk); the chunk a CUDA graph captures.
+        loop: inference loop engine: ``"graph"`` replays ``sync_every``-step chunks captured as CUDA graphs
+            (:mod:`stepprune.selector.graphs`; CUDA only), ``"eager"`` runs the same steps eagerly, ``"auto"``
+            (default) is graph on CUDA and eager elsewhere. Both select the same tokens.
         init_std: std of e_start, e_STOP, step embeddings and linear weights (trunc-normal).
     """
 
@@ -140,6 +143,7 @@ class StepPruneConfig(MethodConfig):
     alpha_warmup_frac: float = 0.1
     total_steps: int | None = None
     sync_every: int = 16
+    loop: Literal["auto", "eager", "graph"] = "auto"
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -169,6 +173,8 @@ class StepPruneConfig(MethodConfig):
             raise ValueError(f"{name}: unknown soft_topk_solver {self.soft_topk_solver!r}")
         if self.noise_scale not in ("global", "token"):
             raise ValueError(f"{name}: noise_scale must be 'global' or 'token', got {self.noise_scale!r}")
+        if self.loop not in ("auto", "eager", "graph"):
+            raise ValueError(f"{name}: loop must be 'auto', 'eager' or 'graph', got {self.loop!r}")
         if self.input_projection not in ("auto", "always"):
             raise ValueError(f"{name}: input_projection must be 'auto' or 'always'")
         if not 0.0 <= self.gate_clamp < 0.5:

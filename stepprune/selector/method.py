@@ -1,7 +1,7 @@
 """The registered ``stepprune`` method: the selector's two paths, training and inference, in one module.
 
 * **Inference** (:meth:`StepPrune.select`, no grad): encoder (alpha = 1) -> memory -> the batched pointer loop with
-  a static KV cache and no host sync inside a step -> per-sample kept indices sorted ascending (original spatial
+  a static KV cache and no host sync inside a chunk of steps (captured as CUDA graphs on CUDA, ``config.loop``) -> per-sample kept indices sorted ascending (original spatial
   order) -> the *raw* pre-projector tokens of those indices through the frozen projector. Noise gate, SoftTopK and
   denoiser are dropped (Sec. 12 item 7; ``denoise_at_inference`` is the ablation). The last selection's
   diagnostics are stashed on ``self.last_diagnostics``.
@@ -43,6 +43,7 @@ from stepprune.selector.decoder import Memory, PointerDecoder
 from stepprune.selector.denoiser import DiagonalDenoiser
 from stepprune.selector.encoder import CrossModalEncoder
 from stepprune.selector.gate import NoiseScale, vp_noise_gate
+from stepprune.selector.graphs import GraphedLoop
 from stepprune.selector.layers import init_weights
 from stepprune.selector.loop import Rollout, run_selection, selection_limits
 from stepprune.selector.objective import RunningBudget, Schedules, length_term
@@ -121,8 +122,31 @@ class StepPrune(BackboneBoundMethod):
     def _rollout(self, ctx: SelectionContext, mem: Memory, train: bool) -> Rollout:
         c = self.config
         k_min, cap = selection_limits(ctx.vision.num_tokens, c.k_min, c.k_max, c.k_max_ratio)
+        if not train and self.loop_engine(mem.z.device) == "graph":
+            return self._graphed(mem).run(mem, ctx.vision.token_mask, k_min, cap)
         return run_selection(self.decoder, mem, ctx.vision.token_mask, k_min, cap, c.k_max, train=train,
                              tau=c.tau, sync_every=c.sync_every)
+
+    def loop_engine(self, device: torch.device) -> str:
+        """The inference loop engine on ``device``: ``config.loop``, with ``"auto"`` = graph on CUDA, else eager."""
+        loop = self.config.loop
+        if loop == "auto":
+            return "graph" if device.type == "cuda" else "eager"
+        if loop == "graph" and device.type != "cuda":
+            raise ValueError(f"stepprune: loop='graph' needs CUDA, the selector runs on {device}")
+        return loop
+
+    def _graphed(self, mem: Memory) -> GraphedLoop:
+        """The captured loop for this memory's shapes, built on first use and kept while it matches (a plain
+        attribute, not a submodule: it holds no parameters and is never saved)."""
+        c = self.config
+        B, slots, _ = mem.z.shape
+        key = (B, slots, c.k_max, c.sync_every, mem.z.dtype)
+        loops = self.__dict__.setdefault("_graph_loops", {})
+        loop = loops.get(key)
+        if loop is None or not loop.matches(self.decoder, *key, diagnostics=True):
+            loop = loops[key] = GraphedLoop(self.decoder, B, slots, c.k_max, c.sync_every, mem.z.dtype, tau=c.tau)
+        return loop
 
     @staticmethod
     def _sorted_selection(ro: Rollout) -> Tensor:
