@@ -14,6 +14,8 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 from pathlib import Path  # noqa: E402
 
+import contextlib  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -66,6 +68,25 @@ def qwen(tiny_qwen_dir):
 def adapter(request):
     """Each test using it runs once per supported backbone family."""
     return request.getfixturevalue(request.param)
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Runs torch on one intra-op thread, then restores the previous count. Tests on tiny tensors are faster this
+    way, and on the shared 2-core CI machine a second OpenMP thread mostly spins (10x slower under load)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def one_thread():
+    """:func:`single_threaded` as a fixture (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    with single_threaded():
+        yield
 
 
 @pytest.fixture(scope="session")

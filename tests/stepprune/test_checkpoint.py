@@ -11,16 +11,9 @@ import stepprune
 from stepprune.backbones.tiny import TinyLlavaSpec, build_tiny_llava, build_tiny_qwen2_5_vl
 from stepprune.checkpoint import CONFIG_FILE, META_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = {"d": 32, "heads": 4, "k_max": 12, "total_steps": 10}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and a second one mostly spins on a loaded 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,7 @@ from stepprune.benchmarks.base import BenchmarkItem
 from stepprune.evaluation import Prediction, predict
 from tests.conftest import make_images
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_predictions_record_the_cache_left_by_decode_time_eviction(llava, tmp_path):

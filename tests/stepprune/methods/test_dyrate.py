@@ -10,18 +10,11 @@ import stepprune
 from stepprune.methods.dyrate import DyRate, DyRateConfig, attention_features, target_counts
 from tests.conftest import PROMPTS, make_images
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ANSWERS = ["The image shows a large red star and a small blue circle on the left",
            "yes there is a red circle in the middle of the image"]
 RATES = [1.0, 0.75, 0.5, 0.25, 0.1]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _method(seed=0, random_predictor=False, **cfg):

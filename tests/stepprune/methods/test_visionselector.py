@@ -11,14 +11,7 @@ from stepprune.methods.visionselector import ImportanceScorer, VisionSelector, V
 from tests.conftest import PROMPTS, make_images
 from tests.stepprune.methods.inllm_reference import context
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _method(adapter, seed=0, scale=None, **cfg):

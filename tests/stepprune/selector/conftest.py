@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from PIL import Image
 
 import stepprune
 from stepprune.backbones.tiny import build_tiny_llava, build_tiny_qwen2_5_vl
+from tests.conftest import single_threaded
 
 QUESTIONS = [
     "What color is the square?",
@@ -84,25 +84,14 @@ def small():
     return dict(SMALL)
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Runs torch on one intra-op thread, then restores the previous count. The selector's tensors are tiny, and on
-    the shared 2-core CI machine a second OpenMP thread mostly spins (10x slower under load, measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    with one_thread():
+    with single_threaded():
         yield
 
 
 @pytest.fixture(scope="session")
 def single_thread():
-    """The :func:`one_thread` context manager, for module-scoped fixtures that do real work."""
-    return one_thread
+    """The :func:`single_threaded` context manager, for module-scoped fixtures that do real work."""
+    return single_threaded
