@@ -140,10 +140,12 @@ class TrackingConfig:
 
 @dataclasses.dataclass
 class StorageConfig:
-    """Where runs live. Re-running with the same ``name`` resumes from its latest checkpoint."""
+    """Where runs live. Re-running with the same ``name`` resumes from its latest checkpoint. ``export`` names a
+    folder that receives a copy of the final selector files."""
 
     root: str = "runs"
     name: str = "embedded"
+    export: str | None = None  # also copy the final selector here (e.g. a checkpoints/ folder to commit)
 
 
 @dataclasses.dataclass

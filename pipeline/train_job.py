@@ -67,7 +67,7 @@ def absolutize(cfg: TrainJobConfig) -> TrainJobConfig:
         backbone=dataclasses.replace(cfg.backbone, path=a(cfg.backbone.path)),
         data=dataclasses.replace(cfg.data, corpus=a(cfg.data.corpus), image_folder=a(cfg.data.image_folder),
                                  shards=a(cfg.data.shards)),
-        storage=dataclasses.replace(cfg.storage, root=a(cfg.storage.root)),
+        storage=dataclasses.replace(cfg.storage, root=a(cfg.storage.root), export=a(cfg.storage.export)),
         eval=dataclasses.replace(cfg.eval, folder=a(cfg.eval.folder)),
         validate=dataclasses.replace(cfg.validate, folder=a(cfg.validate.folder)),
     )
@@ -117,13 +117,15 @@ def _mlflow_run(cfg: TrainJobConfig, run_dir: Path, uri: str, parent_run_id: str
 
 
 def fit(cfg: TrainJobConfig, tracker: MlflowTracker, uri: str, callbacks: tuple = ()):
-    """Builds and fits the ``TorchTrainer`` of an (absolutized, data-ready) config. Returns Ray's ``Result``.
+    """Builds and fits the ``TorchTrainer`` of an (absolutized, data-ready) config. Returns Ray's ``Result``,
+    with ``bad_records`` (training-time rows skipped) attached.
 
     Re-fitting under the same ``storage.name`` resumes from that run's latest checkpoint.
     """
     run_dir = Path(cfg.storage.root) / cfg.storage.name
     guard_name = f"record-guard-{cfg.storage.name}"
-    RecordGuard.options(name=guard_name, get_if_exists=True).remote(cfg.data.max_bad_records)
+    # Held until the fit returns: a named actor without a live handle is garbage-collected.
+    guard = RecordGuard.options(name=guard_name, get_if_exists=True).remote(cfg.data.max_bad_records)
     dataset = training_dataset(cfg.data.shards, cfg.backbone.path, batch_size=cfg.data.preprocess_batch_size,
                                guard_name=guard_name, seed=cfg.data.shuffle_seed)
     trainer = TorchTrainer(
@@ -141,7 +143,9 @@ def fit(cfg: TrainJobConfig, tracker: MlflowTracker, uri: str, callbacks: tuple 
         ),
         datasets={"train": dataset},
     )
-    return trainer.fit()
+    result = trainer.fit()
+    result.bad_records = ray.get(guard.count.remote())  # rows skipped while decoding/tokenising in training
+    return result
 
 
 def open_run(cfg: TrainJobConfig, parent_run_id: str | None = None) -> tuple[MlflowTracker, str]:
@@ -169,13 +173,18 @@ def run(cfg: TrainJobConfig) -> TrainSummary:
         tracker.close("FAILED")
         raise result.error
     metrics = dict(result.metrics or {})
-    guard = ray.get_actor(f"record-guard-{cfg.storage.name}")
-    bad_at_train = ray.get(guard.count.remote())
+    bad_at_train = result.bad_records
     selector_dir = ""
     heldout: list[dict[str, Any]] = []
     if result.checkpoint is not None:
         selector_dir = str(export_selector(result.checkpoint, run_dir / "final"))
         tracker.log_artifact(selector_dir, "selector")
+        if cfg.storage.export:
+            import shutil
+
+            shutil.rmtree(cfg.storage.export, ignore_errors=True)
+            shutil.copytree(selector_dir, cfg.storage.export)
+            tracker.set_tags({"exported_to": cfg.storage.export})
         if cfg.eval.enabled:
             heldout = heldout_check(cfg, selector_dir, tracker)
     tracker.log_metrics({"data.bad_records_at_train": bad_at_train})

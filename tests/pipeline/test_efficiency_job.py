@@ -32,7 +32,7 @@ def test_flops_table_at_the_real_llava_config(tmp_path, capsys):
     assert "[PASS] stepprune@64: total" in printed
     folder = tmp_path / "llava15_7b_flops"
     recs = {r["key"]: r for r in csv.DictReader(io.StringIO((folder / "table.csv").read_text()))}
-    assert len(recs) == 1 + 12 * 3  # vanilla + 12 methods x 3 budgets
+    assert len(recs) == 2 + 13 * 3  # vanilla and DyRate-style (unbudgeted) + 13 methods x 3 budgets
     tf = {k: float(r["tflops"]) for k, r in recs.items()}
     assert tf["vanilla@all"] == pytest.approx(8.856, abs=0.001)  # 0.382 CLIP + 0.024 projector + 8.450 prefill
     assert tf["stepprune@64"] == pytest.approx(2.043, abs=0.001) and tf["stepprune@64"] <= 2.1
@@ -73,7 +73,7 @@ def test_latency_on_the_tiny_backbone_with_flops(tmp_path):
 def test_rows_budgets_and_config_errors():
     cfg = load(EfficiencyJobConfig, FLOPS_CONFIG, ["budgets=[64]", "vanilla=vanilla"])
     keys = [r.key for r in expand(cfg)]
-    assert keys[0] == "vanilla@all" and "stepprune@64" in keys and len(keys) == 13
+    assert keys[0] == "vanilla@all" and "stepprune@64" in keys and "dyrate@all" in keys and len(keys) == 15
     with pytest.raises(ConfigError, match="enable flops, latency or both"):
         load(EfficiencyJobConfig, FLOPS_CONFIG, ["flops.enabled=false"])
     with pytest.raises(ConfigError, match="unknown key"):

@@ -37,10 +37,13 @@ def test_rerunning_a_finished_run_name_resumes_instead_of_restarting(ray_session
     from pipeline.train_job import run
 
     over = train_overrides(tmp_path, tiny_llava_dir, **{"train.max_steps": 2, "scaling.num_workers": 1,
-                                                        "deepspeed.enabled": False})
+                                                        "deepspeed.enabled": False,
+                                                        "storage.export": str(tmp_path / "exported")})
     first = run(load(TrainJobConfig, "jobs/configs/embedded.yaml", over))
     more = run(load(TrainJobConfig, "jobs/configs/embedded.yaml", over + ["train.max_steps=4"]))
     assert first.steps == 2 and more.steps == 4
     assert first.mlflow_run_id == more.mlflow_run_id
+    meta = (tmp_path / "exported" / "meta.json").read_text()  # the export follows the latest final selector
+    assert '"step": 4' in meta
     steps = [m.step for m in MlflowClient(more.tracking_uri).get_metric_history(more.mlflow_run_id, "lm_loss")]
     assert steps == [1, 2, 3, 4]
