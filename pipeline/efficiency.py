@@ -21,7 +21,7 @@ from pipeline.config_loader import flatten
 from pipeline.efficiency_config import EfficiencyJobConfig, EfficiencyMethod, LatencyConfig
 from pipeline.efficiency_table import check_targets, csv_text, markdown, records
 from pipeline.evaluate_job import build_method
-from pipeline.tracking import MlflowTracker, default_tracking_uri
+from pipeline.tracking import MlflowTracker, default_tracking_uri, log_provenance
 from stepprune.efficiency import (
     ADAPTIVE,
     FlopBreakdown,
@@ -197,5 +197,6 @@ def log_mlflow(cfg: EfficiencyJobConfig, recs: list[dict[str, Any]], checks: lis
         child.close()
     parent.log_text("\n".join(checks) + "\n", "checks.txt")
     parent.log_artifact(out, "efficiency")
+    log_provenance(parent)
     parent.close()
     return parent.run_id
