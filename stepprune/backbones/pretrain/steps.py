@@ -1,0 +1,122 @@
+"""The two pretraining stages' forward passes and losses, on a ``LlavaForConditionalGeneration`` through its
+public submodules (``vision_tower``, ``multi_modal_projector``, ``language_model``, ``lm_head``,
+``get_input_embeddings``), exactly the seams the backbone adapter uses at evaluation.
+
+* Stage 1 (:func:`vision_step`): vision tower + projector + the objective heads. No language model.
+* Stage 2 (:func:`language_step`): projector + language model on packed multi-QA sequences (the vision tower
+  frozen or not, the caller decides by ``requires_grad``), plus the per-patch objective on the projected tokens as
+  an auxiliary term that keeps the visual tokens decodable while the projector adapts to the LLM.
+
+Shapes: B images, N = 576 visual tokens, d vision width, D LLM width, L packed slots, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from stepprune.backbones.pretrain.objectives import ClsHeads, PatchHeads
+from stepprune.backbones.pretrain.packing import segment_mask
+
+
+@dataclasses.dataclass
+class StepOutput:
+    """One forward pass: the loss to back-propagate and detached diagnostics."""
+
+    loss: Tensor
+    metrics: dict[str, float]
+    # Teacher-forced exact match per packed question (stage 2 only): (family, all answer tokens right).
+    answers: list[tuple[str, bool]] = dataclasses.field(default_factory=list)
+
+
+def vision_outputs(model, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+    """Runs the vision tower as LLaVA reads it.
+
+    Returns:
+        ``features``: (B, N, d) the ``vision_feature_layer`` patch features with CLS dropped (the LLM's visual
+        tokens before the projector); ``pooled``: (B, d) CLIP's pooled CLS output (post-layernorm, last layer).
+    """
+    out = model.model.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+    features = out.hidden_states[model.config.vision_feature_layer][:, 1:]
+    return features, out.pooler_output
+
+
+def vision_step(model, patch_heads: PatchHeads, cls_heads: ClsHeads, batch: dict, cls_weight: float = 1.0
+                ) -> StepOutput:
+    """Stage 1: per-patch objective on the projected visual tokens + image-level objective on CLS."""
+    features, pooled = vision_outputs(model, batch["pixel_values"])
+    tokens = model.model.multi_modal_projector(features)  # (B, N, D)
+    l_patch, m_patch = patch_heads.loss(tokens, batch["patch"])
+    l_cls, m_cls = cls_heads.loss(pooled, batch["image"])
+    loss = l_patch + cls_weight * l_cls
+    return StepOutput(loss, {"loss": float(loss.detach()), "loss_patch": float(l_patch.detach()),
+                             "loss_cls": float(l_cls.detach()), **m_patch, **m_cls})
+
+
+def _answer_matches(pred: Tensor, target: Tensor, segment: Tensor, families: list[list[str]]
+                    ) -> list[tuple[str, bool]]:
+    """Per packed question, whether every answer token was predicted right (teacher forcing)."""
+    out = []
+    for b, fams in enumerate(families):
+        for k, fam in enumerate(fams):
+            where = (segment[b] == k + 1) & (target[b] != -100)
+            out.append((fam, bool((pred[b][where] == target[b][where]).all())))
+    return out
+
+
+def packed_forward(model, batch: dict) -> tuple[Tensor, Tensor]:
+    """The language model over packed multi-QA sequences (block mask, per-segment positions).
+
+    Returns:
+        ``hidden``: (B, L, D) final-norm hidden states; ``tokens``: (B, N, D) the projected visual tokens.
+    """
+    text = batch["text"]
+    ids = text["input_ids"]
+    vision_trainable = any(p.requires_grad for p in model.model.vision_tower.parameters())
+    with torch.set_grad_enabled(vision_trainable and torch.is_grad_enabled()):
+        features, _ = vision_outputs(model, batch["pixel_values"])
+    tokens = model.model.multi_modal_projector(features)  # (B, N, D)
+    embeds = model.get_input_embeddings()(ids)  # (B, L, D)
+    is_image = (ids == model.config.image_token_id).unsqueeze(-1)
+    embeds = embeds.masked_scatter(is_image.expand_as(embeds), tokens.to(embeds.dtype))
+    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=segment_mask(text["segment"]),
+                                        position_ids=text["positions"], use_cache=False).last_hidden_state
+    return hidden, tokens
+
+
+def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight: float = 0.0,
+                  with_answers: bool = False) -> StepOutput:
+    """Stage 2: next-token loss on the answers of packed multi-QA sequences.
+
+    Args:
+        model: the LLaVA model (freeze the vision tower by ``requires_grad_(False)`` to skip its backward).
+        patch_heads: the stage-1 per-patch heads, for the auxiliary term (None or ``aux_weight=0``: none).
+        batch: a :func:`~.batches.make_batch` batch with ``text``.
+        aux_weight: weight of the per-patch term on the projected tokens.
+        with_answers: also return per-question teacher-forced exact match (diagnostics).
+    """
+    text = batch["text"]
+    labels, segment = text["labels"], text["segment"]
+    hidden, tokens = packed_forward(model, batch)
+    target = labels[:, 1:]
+    where = target != -100
+    logits = model.lm_head(hidden[:, :-1][where]).float()  # (n_answer_tokens, V): logits only where needed
+    lm = F.cross_entropy(logits, target[where])
+    loss = lm
+    metrics = {"lm_loss": float(lm.detach())}
+    if patch_heads is not None and aux_weight > 0:
+        l_patch, m_patch = patch_heads.loss(tokens, batch["patch"])
+        loss = loss + aux_weight * l_patch
+        metrics.update({"loss_patch": float(l_patch.detach()), "acc_color": m_patch["acc_color"],
+                        "acc_shape": m_patch["acc_shape"]})
+    metrics["loss"] = float(loss.detach())
+    metrics["acc_answer_token"] = float((logits.detach().argmax(-1) == target[where]).float().mean())
+    answers: list[tuple[str, bool]] = []
+    if with_answers:
+        pred = torch.full_like(target, -1)
+        pred[where] = logits.detach().argmax(-1)
+        answers = _answer_matches(pred, target, segment[:, 1:], batch["families"])
+    return StepOutput(loss, metrics, answers)
