@@ -7,7 +7,8 @@ this one trains the backbone itself, from scratch, in two stages (the feasibilit
    objective (:func:`stepprune.backbones.pretrain.steps.vision_step`), no language model;
 2. **language**: projector + language model on packed multi-QA sequences with the per-patch objective as an
    auxiliary term (:func:`~stepprune.backbones.pretrain.steps.language_step`); the vision tower frozen unless
-   ``stage2.train_vision``.
+   ``stage2.train_vision``; during its first ``stage2.ground_steps`` steps a decaying grounding term tells one
+   decoder layer where each question's evidence is (:func:`~stepprune.backbones.pretrain.steps.grounding_loss`).
 
 Each stage follows its scene curriculum; images are generated fresh for every step (deterministic in seed,
 stage, phase and step). Every ``loop.report_every`` steps the worker reports to Ray Train and logs to MLflow
@@ -188,7 +189,10 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
             if stage == 1:
                 out = vision_step(model, heads["patch"], heads["cls"], batch, cls_weight=cfg.stage1.cls_weight)
             else:
-                out = language_step(model, heads["patch"], batch, aux_weight=cfg.stage2.aux_weight)
+                s2 = cfg.stage2
+                ground = s2.ground_weight * max(0.0, 1.0 - step / max(1, s2.ground_steps))
+                out = language_step(model, heads["patch"], batch, aux_weight=s2.aux_weight, ground_weight=ground,
+                                    ground_layer=s2.ground_layer)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip)
@@ -207,11 +211,13 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
                             "stage": float(stage), "phase": float(cur.phase_at(step)),
                             "elapsed_min": (time.perf_counter() - t_start) / 60})
             window, t_window, images_window = defaultdict(list), time.perf_counter(), 0
-            if last and cfg.loop.val_images > 0:
+            periodic = cfg.loop.val_every and (step + 1) % cfg.loop.val_every == 0
+            if cfg.loop.val_images > 0 and (last or periodic):
                 metrics.update(validation(model, heads, processor, packer, cfg, stage, device))
             shown = " ".join(f"{k}={v:.3g}" for k, v in metrics.items()
                              if k.split(".")[-1] in ("loss", "lm_loss", "acc_shape", "acc_word", "acc_answer_token",
-                                                     "images_per_s", "overall", "acc_cls_count"))
+                                                     "images_per_s", "overall", "acc_cls_count",
+                                                     "evidence_mass"))
             print(f"[pretrain] stage {stage} step {step + 1}/{cur.total_steps} "
                   f"(global {state['global_step']}/{cfg.total_steps}, {metrics['elapsed_min']:.1f} min) {shown}",
                   flush=True)

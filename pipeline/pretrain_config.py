@@ -54,6 +54,10 @@ class LanguageStageConfig:
         aux_weight: weight of the per-patch objective on the projected tokens (keeps them decodable).
         train_vision: also train the vision tower (False: frozen after stage 1; cheaper, and its CLS attention
             stays what the CLS objective made it).
+        ground_weight: initial weight of the grounding term (evidence mass of the answer slot's attention in
+            ``ground_layer``; see :func:`stepprune.backbones.pretrain.steps.grounding_loss`).
+        ground_steps: the grounding weight decays linearly to 0 over this many steps (then it is off).
+        ground_layer: the decoder layer whose attention the grounding term supervises.
     """
 
     phases: list[Phase] = dataclasses.field(
@@ -61,6 +65,9 @@ class LanguageStageConfig:
     batch_size: int = 16
     aux_weight: float = 0.2
     train_vision: bool = False
+    ground_weight: float = 1.0
+    ground_steps: int = 300
+    ground_layer: int = 1
     optim: StageOptim = dataclasses.field(default_factory=StageOptim)
 
 
@@ -80,6 +87,8 @@ class PretrainLoopConfig:
         report_every: optimizer steps between metric reports (MLflow + progress line).
         checkpoint_every: optimizer steps between resumable checkpoints (a multiple of ``report_every``).
         val_images: val-split images of the teacher-forced monitor run at the end of each stage (0 = off).
+        val_every: also run it every this many steps of a stage (None = only at stage ends; a multiple of
+            ``report_every``).
         threads: torch threads of the worker (None = torch's default).
     """
 
@@ -87,6 +96,7 @@ class PretrainLoopConfig:
     checkpoint_every: int = 100
     num_to_keep: int = 2
     val_images: int = 64
+    val_every: int | None = None
     threads: int | None = 2
 
 
@@ -153,6 +163,10 @@ class PretrainJobConfig:
         lp = self.loop
         if lp.report_every < 1 or lp.checkpoint_every < 1 or lp.checkpoint_every % lp.report_every:
             raise ValueError("loop.checkpoint_every must be a positive multiple of loop.report_every")
+        if lp.val_every is not None and (lp.val_every < 1 or lp.val_every % lp.report_every):
+            raise ValueError("loop.val_every must be a positive multiple of loop.report_every")
+        if not 0 <= self.stage2.ground_layer < self.arch.text_layers:
+            raise ValueError(f"stage2.ground_layer must be a decoder layer (0..{self.arch.text_layers - 1})")
         if self.stage1.batch_size < 1 or self.stage2.batch_size < 1:
             raise ValueError("stage batch sizes must be >= 1")
         if sum(p.steps for p in self.stage1.phases) + sum(p.steps for p in self.stage2.phases) < 1:

@@ -32,7 +32,7 @@ def make_batch(images: Sequence[tuple[SynthVQAConfig, int]], processor, packer: 
     Returns:
         ``pixel_values`` (B, 3, H, W); ``patch`` (dict of (B, 576[, 4]) targets); ``image`` (dict of (B, 48)
         and (B,) targets); with a packer ``text`` (``input_ids``, ``labels``, ``positions``, ``segment``, each
-        (B, L)) and ``families`` (per image, the family of each segment).
+        (B, L)), ``families`` and ``evidence`` (per image, each segment's family and evidence patches).
     """
     samples = [make_sample(cfg, split, index) for cfg, index in images]
     pil = [s.rendered.to_pil() for s in samples]
@@ -45,9 +45,10 @@ def make_batch(images: Sequence[tuple[SynthVQAConfig, int]], processor, packer: 
         "image": {k: torch.from_numpy(np.stack([t[k] for t in it])) for k in it[0]},
     }
     if packer is not None:
-        packed = [packer.pack([(q.prompt, q.answer, q.family) for q in s.questions]) for s in samples]
+        packed = [packer.pack([(q.prompt, q.answer, q.family, q.evidence) for q in s.questions]) for s in samples]
         batch["text"] = collate_packed(packed, processor.tokenizer.pad_token_id)
         batch["families"] = [p.families for p in packed]
+        batch["evidence"] = [p.evidence for p in packed]
     return batch
 
 

@@ -38,6 +38,7 @@ class PackedQA:
         positions: (L,) position ids: 0..P-1 on the prefix, P.. again in every segment.
         segment: (L,) 0 on the prefix, k + 1 on question k.
         families: the question family of each segment.
+        evidence: per segment, the question's evidence patches (indices into the 576 visual tokens).
     """
 
     input_ids: np.ndarray
@@ -45,6 +46,7 @@ class PackedQA:
     positions: np.ndarray
     segment: np.ndarray
     families: list[str]
+    evidence: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 class QAPacker:
@@ -83,11 +85,11 @@ class QAPacker:
         enc = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
         return enc(asked[len(self._head_text):]), enc(full[len(asked):])
 
-    def pack(self, qas: Sequence[tuple[str, str, str]]) -> PackedQA:
-        """Packs ``(prompt, answer, family)`` triples of one image (module docstring)."""
+    def pack(self, qas: Sequence[tuple]) -> PackedQA:
+        """Packs ``(prompt, answer, family[, evidence])`` tuples of one image (module docstring)."""
         P = len(self.prefix)
         ids, labels, pos, seg = [self.prefix], [np.full(P, -100)], [np.arange(P)], [np.zeros(P, dtype=np.int64)]
-        for k, (prompt, answer, _) in enumerate(qas):
+        for k, (prompt, answer, *_) in enumerate(qas):
             q, a = self.segment_ids(prompt, answer)
             n = len(q) + len(a)
             ids.append(np.asarray(q + a, dtype=np.int64))
@@ -95,7 +97,7 @@ class QAPacker:
             pos.append(P + np.arange(n))
             seg.append(np.full(n, k + 1, dtype=np.int64))
         return PackedQA(np.concatenate(ids), np.concatenate(labels), np.concatenate(pos).astype(np.int64),
-                        np.concatenate(seg), [f for _, _, f in qas])
+                        np.concatenate(seg), [q[2] for q in qas], [list(q[3]) if len(q) > 3 else [] for q in qas])
 
 
 def collate_packed(rows: Sequence[PackedQA], pad_token_id: int) -> dict[str, Tensor]:

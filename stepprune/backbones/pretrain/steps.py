@@ -5,7 +5,8 @@ public submodules (``vision_tower``, ``multi_modal_projector``, ``language_model
 * Stage 1 (:func:`vision_step`): vision tower + projector + the objective heads. No language model.
 * Stage 2 (:func:`language_step`): projector + language model on packed multi-QA sequences (the vision tower
   frozen or not, the caller decides by ``requires_grad``), plus the per-patch objective on the projected tokens as
-  an auxiliary term that keeps the visual tokens decodable while the projector adapts to the LLM.
+  an auxiliary term that keeps the visual tokens decodable while the projector adapts to the LLM, and optionally
+  the grounding term (:func:`grounding_loss`) that breaks the language-prior plateau.
 
 Shapes: B images, N = 576 visual tokens, d vision width, D LLM width, L packed slots, V vocabulary.
 """
@@ -67,11 +68,15 @@ def _answer_matches(pred: Tensor, target: Tensor, segment: Tensor, families: lis
     return out
 
 
-def packed_forward(model, batch: dict) -> tuple[Tensor, Tensor]:
+def packed_forward(model, batch: dict, layer_input: int | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """The language model over packed multi-QA sequences (block mask, per-segment positions).
 
+    Args:
+        layer_input: also return the hidden states entering this decoder layer.
+
     Returns:
-        ``hidden``: (B, L, D) final-norm hidden states; ``tokens``: (B, N, D) the projected visual tokens.
+        ``hidden``: (B, L, D) final-norm hidden states; ``tokens``: (B, N, D) the projected visual tokens;
+        the (B, L, D) input of layer ``layer_input`` (None when not asked).
     """
     text = batch["text"]
     ids = text["input_ids"]
@@ -82,13 +87,86 @@ def packed_forward(model, batch: dict) -> tuple[Tensor, Tensor]:
     embeds = model.get_input_embeddings()(ids)  # (B, L, D)
     is_image = (ids == model.config.image_token_id).unsqueeze(-1)
     embeds = embeds.masked_scatter(is_image.expand_as(embeds), tokens.to(embeds.dtype))
-    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=segment_mask(text["segment"]),
-                                        position_ids=text["positions"], use_cache=False).last_hidden_state
-    return hidden, tokens
+    out = model.model.language_model(inputs_embeds=embeds, attention_mask=segment_mask(text["segment"]),
+                                     position_ids=text["positions"], use_cache=False,
+                                     output_hidden_states=layer_input is not None)
+    inner = out.hidden_states[layer_input] if layer_input is not None else None
+    return out.last_hidden_state, tokens, inner
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def answer_attention(model, layer_input: Tensor, batch: dict, layer: int) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Head-averaged attention of every question's answer-predicting slot over the visual tokens, in one layer.
+
+    Recomputed from the layer's input with its own norm, projections and rotary embedding, so the model keeps
+    SDPA. The answer-predicting slot of a question is the last slot of its prompt (the one whose next token is
+    the answer's first).
+
+    Returns:
+        (Q, N) attention on the N visual tokens (rows need not sum to 1: the rest went to text), and the
+        ``(image, segment)`` of each row.
+    """
+    lm = model.model.language_model
+    block = lm.layers[layer]
+    attn = block.self_attn
+    text = batch["text"]
+    ids, labels, segment, positions = text["input_ids"], text["labels"], text["segment"], text["positions"]
+    x = block.input_layernorm(layer_input)  # (B, L, D)
+    cos, sin = lm.rotary_emb(x, positions)  # (B, L, d)
+    B, L, _ = x.shape
+    d, groups = attn.head_dim, attn.num_key_value_groups
+    k = attn.k_proj(x).view(B, L, -1, d)
+    k = k * cos[:, :, None] + _rotate_half(k) * sin[:, :, None]
+    k = k.repeat_interleave(groups, dim=2)  # (B, L, H, d)
+    mask = segment_mask(segment)[:, 0]  # (B, L, L)
+    is_image = ids == model.config.image_token_id
+    rows, where = [], []
+    for b in range(B):
+        starts = ((labels[b, 1:] != -100) & (labels[b, :-1] == -100)).nonzero().flatten()  # slot before answers
+        if starts.numel() == 0:
+            continue
+        q = attn.q_proj(x[b, starts]).view(len(starts), -1, d)  # (Q_b, H, d)
+        q = q * cos[b, starts][:, None] + _rotate_half(q) * sin[b, starts][:, None]
+        logits = torch.einsum("qhd,lhd->qhl", q, k[b]) * attn.scaling
+        logits = logits.masked_fill(~mask[b, starts][:, None], float("-inf"))
+        a = logits.float().softmax(dim=-1).mean(dim=1)  # (Q_b, L)
+        rows.append(a[:, is_image[b]])
+        where += [(b, int(segment[b, i])) for i in starts]
+    return torch.cat(rows) if rows else x.new_zeros(0, 0), where
+
+
+def grounding_loss(model, layer_input: Tensor, batch: dict, layer: int) -> tuple[Tensor, float]:
+    """``-log`` of the attention mass that each question's answer-predicting slot puts on its evidence patches
+    (head average, one layer), over questions with evidence.
+
+    Why: with 576 visual tokens the attention of a fresh LLM is spread uniformly, so the gradient towards the few
+    patches that hold the answer is tiny and the model sits on the answer prior (the feasibility note's plateau;
+    measured again here: 4,800 images of stage 2 without it left every family at its prior). SynthVQA knows
+    which patches answer each question, so one layer is told where to look; the job applies it only during the
+    first part of stage 2 (its weight decays to 0), after which the model keeps looking because it pays.
+
+    Returns:
+        The loss and the mean evidence mass (diagnostic).
+    """
+    att, where = answer_attention(model, layer_input, batch, layer)
+    losses, mass = [], []
+    for row, (b, seg) in zip(att, where):
+        ev = batch["evidence"][b][seg - 1]
+        if ev:
+            m = row[torch.as_tensor(ev, device=row.device)].sum()
+            losses.append(-torch.log(m + 1e-6))
+            mass.append(float(m.detach()))
+    if not losses:
+        return layer_input.new_zeros(()), float("nan")
+    return torch.stack(losses).mean(), sum(mass) / len(mass)
 
 
 def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight: float = 0.0,
-                  with_answers: bool = False) -> StepOutput:
+                  with_answers: bool = False, ground_weight: float = 0.0, ground_layer: int = 1) -> StepOutput:
     """Stage 2: next-token loss on the answers of packed multi-QA sequences.
 
     Args:
@@ -97,10 +175,12 @@ def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight
         batch: a :func:`~.batches.make_batch` batch with ``text``.
         aux_weight: weight of the per-patch term on the projected tokens.
         with_answers: also return per-question teacher-forced exact match (diagnostics).
+        ground_weight: weight of :func:`grounding_loss` (0: not computed).
+        ground_layer: the decoder layer it supervises.
     """
     text = batch["text"]
     labels, segment = text["labels"], text["segment"]
-    hidden, tokens = packed_forward(model, batch)
+    hidden, tokens, inner = packed_forward(model, batch, ground_layer if ground_weight > 0 else None)
     target = labels[:, 1:]
     where = target != -100
     logits = model.lm_head(hidden[:, :-1][where]).float()  # (n_answer_tokens, V): logits only where needed
@@ -112,6 +192,10 @@ def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight
         loss = loss + aux_weight * l_patch
         metrics.update({"loss_patch": float(l_patch.detach()), "acc_color": m_patch["acc_color"],
                         "acc_shape": m_patch["acc_shape"]})
+    if ground_weight > 0:
+        l_ground, mass = grounding_loss(model, inner, batch, ground_layer)
+        loss = loss + ground_weight * l_ground
+        metrics.update({"loss_ground": float(l_ground.detach()), "evidence_mass": mass})
     metrics["loss"] = float(loss.detach())
     metrics["acc_answer_token"] = float((logits.detach().argmax(-1) == target[where]).float().mean())
     answers: list[tuple[str, bool]] = []

@@ -43,7 +43,7 @@ def test_packed_logits_match_asking_each_question_alone(tiny_pretrain):
     images = [(SynthVQAConfig(seed=0, max_objects=6, questions_per_image=4), i) for i in range(2)]
     batch = make_batch(images, processor, packer)
     with torch.no_grad():
-        hidden, _ = packed_forward(model, batch)
+        hidden, _, _ = packed_forward(model, batch)
         packed_logits = model.lm_head(hidden)
     P = len(packer.prefix)
     text = batch["text"]
