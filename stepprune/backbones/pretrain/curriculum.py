@@ -1,0 +1,81 @@
+"""The scene curriculum of backbone pretraining: sparse scenes first, the full 1-20-object distribution last.
+
+A stage is a list of :class:`Phase` objects, each a number of optimizer steps over scenes with a given range of
+shape counts. Images are drawn fresh from the SynthVQA generator (train split, per-image seeds), so no image is
+ever repeated and the data are a pure function of ``(seed, stage, phase, step)``: a resumed run continues with
+exactly the images it would have seen.
+
+Why a curriculum: with 1-5 shapes every attribute, relation and count is unambiguous and the answer depends on
+few tokens, so the mapping "question word -> matching visual token" is learned before busy scenes make it hard
+(the feasibility note's recommendation 3). The last phase uses the evaluation distribution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from stepprune.data.synthvqa.config import SynthVQAConfig
+
+# Each (stage, phase) draws from its own block of train-split indices; a block is far larger than any run.
+_BLOCK = 10_000_000
+
+
+@dataclasses.dataclass
+class Phase:
+    """One curriculum phase.
+
+    Attributes:
+        steps: optimizer steps in this phase.
+        min_objects: fewest shapes per scene.
+        max_objects: most shapes per scene (uniform in between, as the generator draws them).
+    """
+
+    steps: int
+    min_objects: int = 1
+    max_objects: int = 20
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"Phase.steps must be >= 0, got {self.steps}")
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ValueError(f"Phase: need 1 <= min_objects <= max_objects, got {self.min_objects}, "
+                             f"{self.max_objects}")
+
+
+class Curriculum:
+    """The phases of one stage and the images each optimizer step uses.
+
+    Args:
+        phases: the phases, in order.
+        stage: the stage number (keeps the stages' images apart).
+        seed: the SynthVQA master seed of the train split.
+        questions_per_image: question slots per image.
+    """
+
+    def __init__(self, phases: Sequence[Phase], stage: int, seed: int = 0, questions_per_image: int = 8):
+        if not phases:
+            raise ValueError("a curriculum needs at least one phase")
+        self.phases = list(phases)
+        self.stage = stage
+        self.configs = [SynthVQAConfig(seed=seed, min_objects=p.min_objects, max_objects=p.max_objects,
+                                       questions_per_image=questions_per_image) for p in self.phases]
+        self.starts = [sum(p.steps for p in self.phases[:i]) for i in range(len(self.phases))]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(p.steps for p in self.phases)
+
+    def phase_at(self, step: int) -> int:
+        """Index of the phase that optimizer step ``step`` (0-based) belongs to."""
+        if not 0 <= step < self.total_steps:
+            raise IndexError(f"step {step} outside 0..{self.total_steps - 1}")
+        return max(i for i, s in enumerate(self.starts) if s <= step and self.phases[i].steps > 0)
+
+    def images(self, step: int, batch_size: int) -> list[tuple[SynthVQAConfig, int]]:
+        """The ``(generator config, train-split index)`` of each image of step ``step``'s batch."""
+        i = self.phase_at(step)
+        base = (self.stage * 100 + i) * _BLOCK + (step - self.starts[i]) * batch_size
+        if (step - self.starts[i] + 1) * batch_size > _BLOCK:
+            raise ValueError("phase too long for its index block")
+        return [(self.configs[i], base + j) for j in range(batch_size)]

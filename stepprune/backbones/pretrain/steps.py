@@ -1,0 +1,206 @@
+"""The two pretraining stages' forward passes and losses, on a ``LlavaForConditionalGeneration`` through its
+public submodules (``vision_tower``, ``multi_modal_projector``, ``language_model``, ``lm_head``,
+``get_input_embeddings``), exactly the seams the backbone adapter uses at evaluation.
+
+* Stage 1 (:func:`vision_step`): vision tower + projector + the objective heads. No language model.
+* Stage 2 (:func:`language_step`): projector + language model on packed multi-QA sequences (the vision tower
+  frozen or not, the caller decides by ``requires_grad``), plus the per-patch objective on the projected tokens as
+  an auxiliary term that keeps the visual tokens decodable while the projector adapts to the LLM, and optionally
+  the grounding term (:func:`grounding_loss`) that breaks the language-prior plateau.
+
+Shapes: B images, N = 576 visual tokens, d vision width, D LLM width, L packed slots, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from stepprune.backbones.pretrain.objectives import ClsHeads, PatchHeads
+from stepprune.backbones.pretrain.packing import segment_mask
+
+
+@dataclasses.dataclass
+class StepOutput:
+    """One forward pass: the loss to back-propagate and detached diagnostics."""
+
+    loss: Tensor
+    metrics: dict[str, float]
+    # Teacher-forced exact match per packed question (stage 2 only): (family, all answer tokens right).
+    answers: list[tuple[str, bool]] = dataclasses.field(default_factory=list)
+
+
+def vision_outputs(model, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+    """Runs the vision tower as LLaVA reads it.
+
+    Returns:
+        ``features``: (B, N, d) the ``vision_feature_layer`` patch features with CLS dropped (the LLM's visual
+        tokens before the projector); ``pooled``: (B, d) CLIP's pooled CLS output (post-layernorm, last layer).
+    """
+    out = model.model.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+    features = out.hidden_states[model.config.vision_feature_layer][:, 1:]
+    return features, out.pooler_output
+
+
+def vision_step(model, patch_heads: PatchHeads, cls_heads: ClsHeads, batch: dict, cls_weight: float = 1.0
+                ) -> StepOutput:
+    """Stage 1: per-patch objective on the projected visual tokens + image-level objective on CLS."""
+    features, pooled = vision_outputs(model, batch["pixel_values"])
+    tokens = model.model.multi_modal_projector(features)  # (B, N, D)
+    l_patch, m_patch = patch_heads.loss(tokens, batch["patch"])
+    l_cls, m_cls = cls_heads.loss(pooled, batch["image"])
+    loss = l_patch + cls_weight * l_cls
+    return StepOutput(loss, {"loss": float(loss.detach()), "loss_patch": float(l_patch.detach()),
+                             "loss_cls": float(l_cls.detach()), **m_patch, **m_cls})
+
+
+def _answer_matches(pred: Tensor, target: Tensor, segment: Tensor, families: list[list[str]]
+                    ) -> list[tuple[str, bool]]:
+    """Per packed question, whether every answer token was predicted right (teacher forcing)."""
+    out = []
+    for b, fams in enumerate(families):
+        for k, fam in enumerate(fams):
+            where = (segment[b] == k + 1) & (target[b] != -100)
+            out.append((fam, bool((pred[b][where] == target[b][where]).all())))
+    return out
+
+
+def packed_forward(model, batch: dict, layer_input: int | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The language model over packed multi-QA sequences (block mask, per-segment positions).
+
+    Args:
+        layer_input: also return the hidden states entering this decoder layer.
+
+    Returns:
+        ``hidden``: (B, L, D) final-norm hidden states; ``tokens``: (B, N, D) the projected visual tokens;
+        the (B, L, D) input of layer ``layer_input`` (None when not asked).
+    """
+    text = batch["text"]
+    ids = text["input_ids"]
+    vision_trainable = any(p.requires_grad for p in model.model.vision_tower.parameters())
+    with torch.set_grad_enabled(vision_trainable and torch.is_grad_enabled()):
+        features, _ = vision_outputs(model, batch["pixel_values"])
+    tokens = model.model.multi_modal_projector(features)  # (B, N, D)
+    embeds = model.get_input_embeddings()(ids)  # (B, L, D)
+    is_image = (ids == model.config.image_token_id).unsqueeze(-1)
+    embeds = embeds.masked_scatter(is_image.expand_as(embeds), tokens.to(embeds.dtype))
+    out = model.model.language_model(inputs_embeds=embeds, attention_mask=segment_mask(text["segment"]),
+                                     position_ids=text["positions"], use_cache=False,
+                                     output_hidden_states=layer_input is not None)
+    inner = out.hidden_states[layer_input] if layer_input is not None else None
+    return out.last_hidden_state, tokens, inner
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def answer_attention(model, layer_input: Tensor, batch: dict, layer: int) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Head-averaged attention of every question's answer-predicting slot over the visual tokens, in one layer.
+
+    Recomputed from the layer's input with its own norm, projections and rotary embedding, so the model keeps
+    SDPA. The answer-predicting slot of a question is the last slot of its prompt (the one whose next token is
+    the answer's first).
+
+    Returns:
+        (Q, N) attention on the N visual tokens (rows need not sum to 1: the rest went to text), and the
+        ``(image, segment)`` of each row.
+    """
+    lm = model.model.language_model
+    block = lm.layers[layer]
+    attn = block.self_attn
+    text = batch["text"]
+    ids, labels, segment, positions = text["input_ids"], text["labels"], text["segment"], text["positions"]
+    x = block.input_layernorm(layer_input)  # (B, L, D)
+    cos, sin = lm.rotary_emb(x, positions)  # (B, L, d)
+    B, L, _ = x.shape
+    d, groups = attn.head_dim, attn.num_key_value_groups
+    k = attn.k_proj(x).view(B, L, -1, d)
+    k = k * cos[:, :, None] + _rotate_half(k) * sin[:, :, None]
+    k = k.repeat_interleave(groups, dim=2)  # (B, L, H, d)
+    mask = segment_mask(segment)[:, 0]  # (B, L, L)
+    is_image = ids == model.config.image_token_id
+    rows, where = [], []
+    for b in range(B):
+        starts = ((labels[b, 1:] != -100) & (labels[b, :-1] == -100)).nonzero().flatten()  # slot before answers
+        if starts.numel() == 0:
+            continue
+        q = attn.q_proj(x[b, starts]).view(len(starts), -1, d)  # (Q_b, H, d)
+        q = q * cos[b, starts][:, None] + _rotate_half(q) * sin[b, starts][:, None]
+        logits = torch.einsum("qhd,lhd->qhl", q, k[b]) * attn.scaling
+        logits = logits.masked_fill(~mask[b, starts][:, None], float("-inf"))
+        a = logits.float().softmax(dim=-1).mean(dim=1)  # (Q_b, L)
+        rows.append(a[:, is_image[b]])
+        where += [(b, int(segment[b, i])) for i in starts]
+    return torch.cat(rows) if rows else x.new_zeros(0, 0), where
+
+
+def grounding_loss(model, layer_input: Tensor, batch: dict, layer: int) -> tuple[Tensor, float]:
+    """``-log`` of the attention mass that each question's answer-predicting slot puts on its evidence patches
+    (head average, one layer), over questions with evidence.
+
+    Why: with 576 visual tokens the attention of a fresh LLM is spread uniformly, so the gradient towards the few
+    patches that hold the answer is tiny and the model sits on the answer prior (the feasibility note's plateau;
+    measured again here: 4,800 images of stage 2 without it left every family at its prior). SynthVQA knows
+    which patches answer each question, so one layer is told where to look; the job applies it only during the
+    first part of stage 2 (its weight decays to 0), after which the model keeps looking because it pays.
+
+    Returns:
+        The loss and the mean evidence mass (diagnostic).
+    """
+    att, where = answer_attention(model, layer_input, batch, layer)
+    losses, mass = [], []
+    for row, (b, seg) in zip(att, where):
+        ev = batch["evidence"][b][seg - 1]
+        if ev:
+            m = row[torch.as_tensor(ev, device=row.device)].sum()
+            losses.append(-torch.log(m + 1e-6))
+            mass.append(float(m.detach()))
+    if not losses:
+        return layer_input.new_zeros(()), float("nan")
+    return torch.stack(losses).mean(), sum(mass) / len(mass)
+
+
+def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight: float = 0.0,
+                  with_answers: bool = False, ground_weight: float = 0.0, ground_layer: int = 1) -> StepOutput:
+    """Stage 2: next-token loss on the answers of packed multi-QA sequences.
+
+    Args:
+        model: the LLaVA model (freeze the vision tower by ``requires_grad_(False)`` to skip its backward).
+        patch_heads: the stage-1 per-patch heads, for the auxiliary term (None or ``aux_weight=0``: none).
+        batch: a :func:`~.batches.make_batch` batch with ``text``.
+        aux_weight: weight of the per-patch term on the projected tokens.
+        with_answers: also return per-question teacher-forced exact match (diagnostics).
+        ground_weight: weight of :func:`grounding_loss` (0: not computed).
+        ground_layer: the decoder layer it supervises.
+    """
+    text = batch["text"]
+    labels, segment = text["labels"], text["segment"]
+    hidden, tokens, inner = packed_forward(model, batch, ground_layer if ground_weight > 0 else None)
+    target = labels[:, 1:]
+    where = target != -100
+    logits = model.lm_head(hidden[:, :-1][where]).float()  # (n_answer_tokens, V): logits only where needed
+    lm = F.cross_entropy(logits, target[where])
+    loss = lm
+    metrics = {"lm_loss": float(lm.detach())}
+    if patch_heads is not None and aux_weight > 0:
+        l_patch, m_patch = patch_heads.loss(tokens, batch["patch"])
+        loss = loss + aux_weight * l_patch
+        metrics.update({"loss_patch": float(l_patch.detach()), "acc_color": m_patch["acc_color"],
+                        "acc_shape": m_patch["acc_shape"]})
+    if ground_weight > 0:
+        l_ground, mass = grounding_loss(model, inner, batch, ground_layer)
+        loss = loss + ground_weight * l_ground
+        metrics.update({"loss_ground": float(l_ground.detach()), "evidence_mass": mass})
+    metrics["loss"] = float(loss.detach())
+    metrics["acc_answer_token"] = float((logits.detach().argmax(-1) == target[where]).float().mean())
+    answers: list[tuple[str, bool]] = []
+    if with_answers:
+        pred = torch.full_like(target, -1)
+        pred[where] = logits.detach().argmax(-1)
+        answers = _answer_matches(pred, target, segment[:, 1:], batch["families"])
+    return StepOutput(loss, metrics, answers)

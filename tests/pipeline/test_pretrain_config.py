@@ -1,0 +1,33 @@
+"""The backbone-pretraining configs load with their typed schemas; bad values fail clearly."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config_loader import ConfigError, load
+from pipeline.pretrain_config import EvaluateBackboneConfig, PretrainJobConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_recipe_loads():
+    cfg = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone.yaml")
+    assert cfg.output == "checkpoints/synthvqa-llava-tiny"
+    assert cfg.arch.num_patches == 576 and cfg.scaling.num_workers == 1 and not cfg.scaling.use_gpu
+    assert cfg.stage2.phases[-1].max_objects == 20  # the last phase is the evaluation distribution
+    assert cfg.eval.split == "test" and cfg.eval.n_images * 8 >= 2000
+    assert cfg.total_steps == sum(p.steps for p in cfg.stage1.phases) + sum(p.steps for p in cfg.stage2.phases)
+
+
+def test_overrides_and_errors():
+    cfg = load(PretrainJobConfig, None, ["scaling.use_gpu=true", "stage2.phases=[{steps: 3}]"])
+    assert cfg.scaling.use_gpu and cfg.stage2.phases[0].steps == 3 and cfg.stage2.phases[0].max_objects == 20
+    with pytest.raises(ConfigError, match="exactly one Ray Train worker"):
+        load(PretrainJobConfig, None, ["scaling.num_workers=2"])
+    with pytest.raises(ConfigError, match="SynthVQA images are 192 px"):
+        load(PretrainJobConfig, None, ["arch.patch_size=16"])
+    with pytest.raises(ConfigError, match=r"unknown key stage1.'lr'"):
+        load(PretrainJobConfig, None, ["stage1.lr=1"])
+    with pytest.raises(ConfigError, match="multiple of loop.report_every"):
+        load(PretrainJobConfig, None, ["loop.report_every=7"])
+    assert load(EvaluateBackboneConfig, None, ["eval.limit=10"]).eval.methods == ["vanilla", "blind"]

@@ -1,0 +1,34 @@
+"""The scene curriculum: phases by step, fresh deterministic images, separate index blocks."""
+
+import pytest
+
+from stepprune.backbones.pretrain.curriculum import Curriculum, Phase
+
+
+def test_phase_boundaries_and_object_ranges():
+    cur = Curriculum([Phase(3, 1, 4), Phase(0, 1, 8), Phase(2, 1, 20)], stage=2, seed=7, questions_per_image=5)
+    assert cur.total_steps == 5
+    assert [cur.phase_at(s) for s in range(5)] == [0, 0, 0, 2, 2]  # the empty phase is skipped
+    cfg, _ = cur.images(0, 4)[0]
+    assert (cfg.min_objects, cfg.max_objects, cfg.seed, cfg.questions_per_image) == (1, 4, 7, 5)
+    assert cur.images(4, 4)[0][0].max_objects == 20
+    with pytest.raises(IndexError):
+        cur.phase_at(5)
+
+
+def test_images_are_fresh_deterministic_and_disjoint_across_stages():
+    a = Curriculum([Phase(4, 1, 5), Phase(4)], stage=1)
+    b = Curriculum([Phase(4, 1, 5), Phase(4)], stage=2)
+    seen = [i for s in range(8) for _, i in a.images(s, 3)]
+    assert len(set(seen)) == len(seen)
+    assert [i for _, i in a.images(5, 3)] == [i for _, i in Curriculum([Phase(4, 1, 5), Phase(4)], 1).images(5, 3)]
+    assert not set(seen) & {i for s in range(8) for _, i in b.images(s, 3)}
+
+
+def test_bad_phases_are_rejected():
+    with pytest.raises(ValueError):
+        Phase(3, 5, 2)
+    with pytest.raises(ValueError):
+        Phase(-1)
+    with pytest.raises(ValueError):
+        Curriculum([], stage=1)

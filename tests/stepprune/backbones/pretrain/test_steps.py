@@ -1,0 +1,74 @@
+"""Both stages' forward passes on a tiny model: finite losses, gradients exactly where each stage trains."""
+
+import torch
+
+from stepprune.backbones.pretrain.batches import make_batch
+from stepprune.backbones.pretrain.curriculum import Curriculum, Phase
+from stepprune.backbones.pretrain.objectives import ClsHeads, PatchHeads
+from stepprune.backbones.pretrain.packing import QAPacker
+from stepprune.backbones.pretrain.spec import build_backbone
+from stepprune.backbones.pretrain.steps import language_step, vision_step
+
+from .conftest import TINY
+
+
+def _grads(module):
+    return [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.parameters()]
+
+
+def test_vision_step_trains_tower_projector_and_heads_only():
+    model, processor = build_backbone(TINY, seed=1)
+    patch, cls = PatchHeads(TINY.text_hidden), ClsHeads(TINY.vision_hidden)
+    batch = make_batch(Curriculum([Phase(1, 1, 6)], stage=1).images(0, 2), processor)
+    out = vision_step(model, patch, cls, batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and {"acc_shape", "box_l1_px", "acc_cls_count"} <= set(out.metrics)
+    assert all(_grads(model.model.multi_modal_projector)) and all(_grads(cls)) and any(_grads(patch))
+    assert any(_grads(model.model.vision_tower))
+    assert not any(_grads(model.model.language_model)) and not any(_grads(model.lm_head))
+
+
+def test_language_step_with_a_frozen_tower():
+    model, processor = build_backbone(TINY, seed=1)
+    model.model.vision_tower.requires_grad_(False)
+    patch = PatchHeads(TINY.text_hidden)
+    packer = QAPacker(processor, TINY.num_patches)
+    batch = make_batch(Curriculum([Phase(1, 1, 6)], stage=2, questions_per_image=4).images(0, 2), processor,
+                       packer)
+    out = language_step(model, patch, batch, aux_weight=0.5, with_answers=True)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and out.metrics["loss"] > out.metrics["lm_loss"]
+    assert len(out.answers) == sum(len(f) for f in batch["families"])
+    assert all(isinstance(ok, bool) for _, ok in out.answers)
+    assert any(_grads(model.model.language_model)) and any(_grads(model.model.multi_modal_projector))
+    assert all(p.grad is None for p in model.model.vision_tower.parameters())
+
+
+def test_answer_attention_is_the_models_own_attention(tiny_pretrain):
+    from stepprune.backbones.pretrain.steps import answer_attention, grounding_loss, packed_forward
+
+    model, processor = tiny_pretrain
+    model.eval()
+    packer = QAPacker(processor, TINY.num_patches)
+    batch = make_batch(Curriculum([Phase(1, 1, 6)], stage=2, questions_per_image=3).images(0, 2), processor, packer)
+    with torch.no_grad():
+        _, _, inner = packed_forward(model, batch, layer_input=1)
+        att, where = answer_attention(model, inner, batch, layer=1)
+        loss, mass = grounding_loss(model, inner, batch, layer=1)
+    assert att.shape == (sum(len(f) for f in batch["families"]), 576)
+    assert torch.isfinite(loss) and 0 < mass < 1
+    text = batch["text"]
+    P = len(packer.prefix)
+    model.set_attn_implementation("eager")
+    try:
+        for row, (b, seg) in zip(att, where):
+            sel = text["segment"][b] == seg
+            ids = torch.cat([text["input_ids"][b, :P], text["input_ids"][b][sel]])[None]
+            labels = torch.cat([text["labels"][b, :P], text["labels"][b][sel]])
+            q = int((labels != -100).nonzero()[0]) - 1  # the slot that predicts the first answer token
+            with torch.no_grad():
+                ref = model(input_ids=ids, pixel_values=batch["pixel_values"][b: b + 1], output_attentions=True)
+            expected = ref.attentions[1][0, :, q].mean(dim=0)[ids[0] == model.config.image_token_id]
+            torch.testing.assert_close(row, expected, atol=1e-5, rtol=1e-4)
+    finally:
+        model.set_attn_implementation("sdpa")
