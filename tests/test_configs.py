@@ -8,9 +8,12 @@ from pipeline.config import TrainJobConfig
 from pipeline.config_loader import ConfigError, load
 from pipeline.efficiency_config import EfficiencyJobConfig
 from pipeline.eval_config import EvalJobConfig, MatrixConfig
+from pipeline.pretrain_config import PretrainJobConfig
+from pipeline.report_config import ReportConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = {"matrix_": MatrixConfig, "eval_": EvalJobConfig, "efficiency_": EfficiencyJobConfig}
+SCHEMAS = {"matrix_": MatrixConfig, "eval_": EvalJobConfig, "efficiency_": EfficiencyJobConfig,
+           "pretrain_": PretrainJobConfig, "report_": ReportConfig}
 
 
 def _schema(path: Path):

@@ -26,7 +26,7 @@ def test_overrides_and_errors():
         load(PretrainJobConfig, None, ["scaling.num_workers=2"])
     with pytest.raises(ConfigError, match="SynthVQA images are 192 px"):
         load(PretrainJobConfig, None, ["arch.patch_size=16"])
-    with pytest.raises(ConfigError, match=r"unknown key stage1.'lr'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'stage1.lr'"):
         load(PretrainJobConfig, None, ["stage1.lr=1"])
     with pytest.raises(ConfigError, match="multiple of loop.report_every"):
         load(PretrainJobConfig, None, ["loop.report_every=7"])
