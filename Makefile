@@ -15,7 +15,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 export TOKENIZERS_PARALLELISM=false
 export TORCH_EXTENSIONS_DIR=$(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup train test test-fast clean
+.PHONY: setup train smoke test test-fast clean
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,9 +27,12 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Until the pretrained SynthVQA backbone is committed, the main command runs the end-to-end smoke run of every
-# method on a tiny backbone built offline (see README); then it becomes `$(PY) jobs/train.py`.
+# The main job on the embedded default: StepPrune on the committed SynthVQA backbone, local Ray, CPU.
 train: setup
+	$(PY) jobs/train.py
+
+# Every registered method end to end on a tiny backbone built offline (kept tokens, tokens per layer, parity).
+smoke: setup
 	$(PY) -c "from pipeline.smoke import main; main()"
 
 test: setup
