@@ -97,6 +97,14 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _score(x: float | None) -> str:
+    """A raw score as the papers print it: accuracies kept in [0, 1] by a benchmark's scorer as percentages
+    (61.9, not 0.6), totals such as MME's perception score as they are."""
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f}" if 0.0 <= x <= 1.0 else f"{x:.1f}"
+
+
 def markdown(rows: Sequence[Row], columns: Sequence[str]) -> str:
     """Markdown table: raw score with its ratio to vanilla beneath (on a second line via <br>)."""
     head = ["method", *columns, "Avg.", "token recall", "kept"]
@@ -108,7 +116,7 @@ def markdown(rows: Sequence[Row], columns: Sequence[str]) -> str:
             cells = [r.label]
             for c in columns:
                 s = r.scores.get(c)
-                cells.append("–" if s is None else f"{s:.1f}<br>{_fmt(r.ratios.get(c))}%")
+                cells.append("–" if s is None else f"{_score(s)}<br>{_fmt(r.ratios.get(c))}%")
             cells += [f"{_fmt(r.avg_retention)}%" if r.avg_retention is not None else "–",
                       _fmt(None if r.token_recall is None else 100 * r.token_recall) + ("%" if r.token_recall
                                                                                         is not None else ""),
@@ -123,7 +131,7 @@ def latex(rows: Sequence[Row], columns: Sequence[str]) -> str:
     out = [r"\begin{tabular}{l" + "c" * (len(columns) + 3) + "}", r"\toprule",
            " & ".join(["Method", *map(esc, columns), "Avg.", "Recall", "Kept"]) + r" \\", r"\midrule"]
     for r in rows:
-        top = [esc(r.label)] + [_fmt(r.scores.get(c)) for c in columns] + [
+        top = [esc(r.label)] + [_score(r.scores.get(c)) for c in columns] + [
             _fmt(r.avg_retention) + r"\%" if r.avg_retention is not None else "–",
             _fmt(None if r.token_recall is None else 100 * r.token_recall), f"{r.kept_mean:.1f}"]
         out.append(" & ".join(top) + r" \\")
