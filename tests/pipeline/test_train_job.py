@@ -16,8 +16,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def test_killed_worker_resumes_from_its_last_checkpoint(ray_session, tmp_path, tiny_llava_dir):
     from pipeline.train_job import run
 
+    # Half a CPU per worker: on this 4-CPU test cluster the killed attempt's placement group can still hold its
+    # CPUs while the restarted group reserves its own; whole CPUs would leave none for Ray Data's encode tasks
+    # (seen once on a loaded machine: 4.0 CPU reserved in placement groups, a CPU task pending, a hang).
     cfg = load(TrainJobConfig, "jobs/configs/embedded.yaml",
-               train_overrides(tmp_path, tiny_llava_dir, **{"train.fail_at_step": 3, "train.fail_rank": 1}))
+               train_overrides(tmp_path, tiny_llava_dir, **{"train.fail_at_step": 3, "train.fail_rank": 1,
+                                                            "scaling.cpus_per_worker": 0.5}))
     summary = run(cfg)
     run_dir = tmp_path / "runs" / "t"
     assert (run_dir / "_fault_injected").exists()  # rank 1 really died once (SIGKILL) at step 3
