@@ -19,6 +19,7 @@ import dataclasses
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers.utils import logging as hf_logging
@@ -150,31 +151,18 @@ def build_tokenizer(
     )
 
 
-def build_tiny_llava(
-    out_dir: str | Path,
-    spec: TinyLlavaSpec | None = None,
-    *,
-    seed: int = 0,
-    corpus: Iterable[str] | None = None,
-) -> Path:
-    """Builds, saves and returns the folder of a tiny random LLaVA-1.5-architecture model with its processor.
+def llava_config(spec: Any, tok: Any, *, vision_feature_layer: int = -2, tie_word_embeddings: bool = False,
+                 max_position_embeddings: int = 2048):
+    """The ``LlavaConfig`` of a LLaVA-1.5-shaped model (CLIP vision tower, LLaMA text model, one image of
+    ``(image_size / patch_size)^2`` patch tokens, CLS dropped) sized by ``spec``.
 
-    The folder holds ``config.json``, ``model.safetensors``, the tokenizer and ``processor_config.json``; it loads
-    with ``LlavaForConditionalGeneration.from_pretrained`` and ``AutoProcessor.from_pretrained``.
+    Args:
+        spec: any object with ``image_size``, ``patch_size``, ``vision_{hidden,intermediate,layers,heads}`` and
+            ``text_{hidden,intermediate,layers,heads,kv_heads}`` (:class:`TinyLlavaSpec`, the pretraining spec).
+        tok: the tokenizer (vocabulary size, special token ids, ``<image>``).
     """
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-    spec = spec or TinyLlavaSpec()
-    hf_logging.disable_progress_bar()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(
-        ["<pad>", "<s>", "</s>", "<unk>", "<image>"],
-        {"image_token": "<image>"},
-        vocab_size=spec.vocab_size,
-        corpus=corpus,
-    )
     vision = CLIPVisionConfig(
         hidden_size=spec.vision_hidden,
         intermediate_size=spec.vision_intermediate,
@@ -191,37 +179,72 @@ def build_tiny_llava(
         num_hidden_layers=spec.text_layers,
         num_attention_heads=spec.text_heads,
         num_key_value_heads=spec.text_kv_heads,
-        max_position_embeddings=2048,
+        max_position_embeddings=max_position_embeddings,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=spec.tie_word_embeddings,
+        tie_word_embeddings=tie_word_embeddings,
     )
-    n_patches = (spec.image_size // spec.patch_size) ** 2
-    config = LlavaConfig(
+    return LlavaConfig(
         vision_config=vision,
         text_config=text,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
-        image_seq_length=n_patches,
-        vision_feature_layer=spec.vision_feature_layer,
+        image_seq_length=(spec.image_size // spec.patch_size) ** 2,
+        vision_feature_layer=vision_feature_layer,
         vision_feature_select_strategy="default",
-        tie_word_embeddings=spec.tie_word_embeddings,
+        tie_word_embeddings=tie_word_embeddings,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config).eval()
+
+
+def llava_processor(tok: Any, image_size: int, patch_size: int):
+    """The ``LlavaProcessor``: PIL CLIP image processor at ``image_size``, ``tok``, the LLaVA chat template."""
+    from transformers import LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": spec.image_size},
-        crop_size={"height": spec.image_size, "width": spec.image_size},
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
     )
-    processor = LlavaProcessor(
+    return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tok,
-        patch_size=spec.patch_size,
+        patch_size=patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # the CLS token, dropped by the "default" strategy
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
+
+
+def build_tiny_llava(
+    out_dir: str | Path,
+    spec: TinyLlavaSpec | None = None,
+    *,
+    seed: int = 0,
+    corpus: Iterable[str] | None = None,
+) -> Path:
+    """Builds, saves and returns the folder of a tiny random LLaVA-1.5-architecture model with its processor.
+
+    The folder holds ``config.json``, ``model.safetensors``, the tokenizer and ``processor_config.json``; it loads
+    with ``LlavaForConditionalGeneration.from_pretrained`` and ``AutoProcessor.from_pretrained``.
+    """
+    from transformers import LlavaForConditionalGeneration
+
+    spec = spec or TinyLlavaSpec()
+    hf_logging.disable_progress_bar()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(
+        ["<pad>", "<s>", "</s>", "<unk>", "<image>"],
+        {"image_token": "<image>"},
+        vocab_size=spec.vocab_size,
+        corpus=corpus,
+    )
+    config = llava_config(spec, tok, vision_feature_layer=spec.vision_feature_layer,
+                          tie_word_embeddings=spec.tie_word_embeddings)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config).eval()
+    processor = llava_processor(tok, spec.image_size, spec.patch_size)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out)
     processor.save_pretrained(out)

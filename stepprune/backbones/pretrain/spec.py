@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from stepprune.backbones.tiny import DEFAULT_CORPUS, LLAVA_CHAT_TEMPLATE, build_tokenizer
+from stepprune.backbones.tiny import DEFAULT_CORPUS, build_tokenizer, llava_config, llava_processor
 from stepprune.data.synthvqa.config import SynthVQAConfig
 from stepprune.data.synthvqa.prompts import DESCRIBE, LETTER_ANSWER, OCR_PREFIX, SHORT_ANSWER
 from stepprune.data.synthvqa.sample import make_sample
@@ -124,23 +124,9 @@ def tokenizer_corpus(n_images: int, seed: int = 0) -> list[str]:
 
 def build_processor(spec: BackboneSpec, seed: int = 0):
     """The LLaVA processor: SynthVQA BPE tokenizer, PIL CLIP image processor, LLaVA chat template."""
-    from transformers import LlavaProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
     tok = build_tokenizer(["<pad>", "<s>", "</s>", "<unk>", "<image>"], {"image_token": "<image>"},
                           vocab_size=spec.vocab_size, corpus=tokenizer_corpus(spec.tokenizer_images, seed))
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": spec.image_size},
-        crop_size={"height": spec.image_size, "width": spec.image_size},
-    )
-    return LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tok,
-        patch_size=spec.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # CLS, dropped by the "default" strategy: 576 <image> tokens
-        chat_template=LLAVA_CHAT_TEMPLATE,
-    )
+    return llava_processor(tok, spec.image_size, spec.patch_size)
 
 
 def grid_code(grid: int) -> torch.Tensor:
@@ -213,42 +199,11 @@ def build_backbone(spec: BackboneSpec, seed: int = 0, processor: Any = None):
     Returns:
         ``(model, processor)``: a ``LlavaForConditionalGeneration`` in train mode and its ``LlavaProcessor``.
     """
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
     processor = processor if processor is not None else build_processor(spec, seed)
     tok = processor.tokenizer
-    vision = CLIPVisionConfig(
-        hidden_size=spec.vision_hidden,
-        intermediate_size=spec.vision_intermediate,
-        num_hidden_layers=spec.vision_layers,
-        num_attention_heads=spec.vision_heads,
-        image_size=spec.image_size,
-        patch_size=spec.patch_size,
-        projection_dim=spec.vision_hidden,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=spec.text_hidden,
-        intermediate_size=spec.text_intermediate,
-        num_hidden_layers=spec.text_layers,
-        num_attention_heads=spec.text_heads,
-        num_key_value_heads=spec.text_kv_heads,
-        max_position_embeddings=spec.max_position_embeddings,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-        image_seq_length=spec.num_patches,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-        tie_word_embeddings=False,
-    )
+    config = llava_config(spec, tok, max_position_embeddings=spec.max_position_embeddings)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlavaForConditionalGeneration(config)
