@@ -14,6 +14,7 @@ without the reduced-scale trial overrides.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ def run(space: TuneSpace) -> dict[str, Any]:
                      space.metric: m.get(space.metric), "val_accuracy": m.get("val_accuracy"),
                      "val_K_mean": m.get("val_K_mean"), "iterations": m.get("training_iteration"),
                      "status": "ERROR" if r.error else "OK"})
-    best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="last", filter_nan_and_inf=True)
+    best = pick_best(list(grid), space.metric, space.mode)
     best_params = best.config["params"]
     best_yaml = root / "best_train.yaml"
     _best_yaml(space, best_params, best_yaml)
@@ -127,6 +128,24 @@ def run(space: TuneSpace) -> dict[str, Any]:
     return {"rows": rows, "best_params": best_params, "best_metrics": best.metrics, "best_yaml": str(best_yaml),
             "table": table, "mlflow_run_id": parent.run_id, "seconds": time.perf_counter() - t0,
             "concurrency": concurrency}
+
+
+def pick_best(results: list[Any], metric: str, mode: str) -> Any:
+    """The result with the best last reported `metric`; ties go to the smallest trial directory name.
+
+    Tune's own `get_best_result` keeps the first of equal results in the grid's order, and that order differs
+    between a fresh run and a restore, so a tie (common in short sweeps) would name a different winner on
+    re-run. Results without a finite metric are skipped; none left is an error naming the metric.
+    """
+    sign = 1.0 if mode == "max" else -1.0
+    scored = []
+    for r in results:
+        v = (r.metrics or {}).get(metric)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            scored.append((-sign * float(v), Path(r.path).name if r.path else "", r))
+    if not scored:
+        raise ValueError(f"sweep: no trial reported a finite '{metric}'; see the trial table for errors")
+    return min(scored, key=lambda t: (t[0], t[1]))[2]
 
 
 def render_table(rows: list[dict[str, Any]], metric: str) -> str:

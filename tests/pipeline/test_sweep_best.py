@@ -1,0 +1,31 @@
+"""The sweep's winner: best last metric, ties broken by trial name so a restore names the same winner."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.sweep import pick_best
+
+
+def _result(name: str, value, error=None):
+    return SimpleNamespace(path=f"/x/tune/t/{name}", metrics={"val_objective": value}, error=error,
+                           config={"params": {"name": name}})
+
+
+def test_max_picks_the_largest_and_min_the_smallest():
+    rs = [_result("a", 0.2), _result("b", 0.7), _result("c", 0.5)]
+    assert pick_best(rs, "val_objective", "max").config["params"]["name"] == "b"
+    assert pick_best(rs, "val_objective", "min").config["params"]["name"] == "a"
+
+
+def test_a_tie_goes_to_the_same_trial_whatever_the_order():
+    rs = [_result("trial_00001", 0.5), _result("trial_00000", 0.5), _result("trial_00002", 0.1)]
+    for order in (rs, rs[::-1], [rs[2], rs[0], rs[1]]):
+        assert pick_best(order, "val_objective", "max").config["params"]["name"] == "trial_00000"
+
+
+def test_missing_and_non_finite_metrics_are_skipped():
+    rs = [_result("a", None), _result("b", float("nan")), _result("c", 0.1), _result("d", float("inf"))]
+    assert pick_best(rs, "val_objective", "max").config["params"]["name"] == "c"
+    with pytest.raises(ValueError, match="val_objective"):
+        pick_best(rs[:2], "val_objective", "max")
