@@ -4,9 +4,10 @@ Embedded default (>= 4 trials on SynthVQA with the committed backbone, CPU):
 
     python jobs/sweep.py
 
-An operating point of the paper (mean K ~ 64 of 576):
+An operating point of the paper (mean K ~ 64 of 576), on SynthVQA or on LLaVA-1.5-7B (a GPU cluster):
 
-    python jobs/sweep.py --config tune_spaces/stepprune_k64.yaml
+    python jobs/sweep.py --config tune_spaces/synthvqa_k64.yaml
+    python jobs/sweep.py --config tune_spaces/llava15_7b_k64.yaml
 
 Re-running with the same ``name`` restores the sweep. It prints the trial table and the chosen setting, and writes
 ``<storage_root>/<name>/best_train.yaml`` (train it with ``python jobs/train.py --config <that file>``).
