@@ -13,11 +13,13 @@ without the reduced-scale trial overrides.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 from ray import tune
@@ -26,6 +28,17 @@ from pipeline.config import TrainJobConfig
 from pipeline.config_loader import dump, flatten, from_dict, load, to_dict
 from pipeline.tracking import MlflowTracker, default_tracking_uri, log_provenance
 from pipeline.tune_space import TuneSpace, derived_concurrency, trial_overrides
+
+
+@contextlib.contextmanager
+def _working_dir(path: str) -> Iterator[None]:
+    """Runs the block in `path` and returns to the previous directory (the trial's own)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _trial(config: dict[str, Any]) -> None:
@@ -42,7 +55,10 @@ def _trial(config: dict[str, Any]) -> None:
         f"tracking.experiment={space.tracking.experiment}", "eval.enabled=false"]
     if config.get("tracking_uri"):
         overrides.append(f"tracking.uri={config['tracking_uri']}")
-    cfg = absolutize(load(TrainJobConfig, space.base_config, overrides))
+    # Tune runs a trial in its own trial directory, so the space's relative paths (the base config, the data,
+    # the backbone: relative to where the sweep was started) are resolved against the driver's directory.
+    with _working_dir(config["driver_cwd"]):
+        cfg = absolutize(load(TrainJobConfig, space.base_config, overrides))
     tracker, uri = open_run(cfg, parent_run_id=config["parent_run_id"])
     tracker.set_tags({"trial_id": trial_id, **{f"param.{k}": v for k, v in params.items()}})
     result = fit(cfg, tracker, uri, callbacks=(TuneReportCallback(),))
@@ -89,6 +105,7 @@ def run(space: TuneSpace) -> dict[str, Any]:
         "trials_root": str(root / "trials"),
         "parent_run_id": parent.run_id,
         "tracking_uri": uri,
+        "driver_cwd": os.getcwd(),
     }
     trainable = tune.with_resources(_trial, {"cpu": 0.01})
     exp_dir = root / "tune" / space.name

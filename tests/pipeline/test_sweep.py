@@ -1,5 +1,7 @@
 """Ray Tune over Ray Train: trials are real training runs with validation, nested MLflow runs, restore by name."""
 
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -9,20 +11,22 @@ from pipeline.tune_space import load_space
 from stepprune.benchmarks.fixtures import write_pope
 from tests.pipeline.train_fixtures import train_overrides
 
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_sweep_runs_trials_writes_the_best_config_and_restores(ray_session, tmp_path, tiny_llava_dir):
+def test_sweep_runs_trials_writes_the_best_config_and_restores(ray_session, tmp_path, tiny_llava_dir, monkeypatch):
     from pipeline.sweep import run
 
+    monkeypatch.chdir(tmp_path)  # the space's paths are relative to here; Tune runs trials in their own directory
     pope = write_pope(tmp_path / "pope")
-    base = load(TrainJobConfig, "jobs/configs/embedded.yaml", train_overrides(
+    base = load(TrainJobConfig, REPO / "jobs/configs/embedded.yaml", train_overrides(
         tmp_path, tiny_llava_dir, **{"scaling.num_workers": 1, "deepspeed.enabled": False,
                                      "validate.benchmark": "pope", "validate.folder": str(pope),
                                      "validate.batch_size": 6}))
     dump(base, tmp_path / "base.yaml")
     (tmp_path / "space.yaml").write_text(f"""
-base_config: {tmp_path / 'base.yaml'}
+base_config: base.yaml
 name: t
 target_k: 12
 num_samples: 2
@@ -32,7 +36,7 @@ space:
   method.config.lambda_: {{type: choice, values: [0.01, 5.0]}}
   method.config.tau: {{type: choice, values: [1.0]}}
 scheduler: {{type: asha, max_t: 2, grace_period: 1, reduction_factor: 2}}
-storage_root: {tmp_path / 'sweeps'}
+storage_root: sweeps
 """)
     space = load_space(tmp_path / "space.yaml")
     out = run(space)
