@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.tune_space import validate_space
 
     validate_space(space)
-    init_ray(space.ray, load(TrainJobConfig, space.base_config).scaling.use_gpu)
+    init_ray(space.ray, load(TrainJobConfig, space.base_config).scaling.use_gpu, extra_cpus=1)  # trial drivers
     out = run(space)
     print(out["table"])
     print(f"best setting ({out['best_metrics'].get(space.metric)} {space.metric}): {out['best_params']}")

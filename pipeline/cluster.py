@@ -33,8 +33,13 @@ def worker_env(use_gpu: bool) -> dict[str, str]:
     return env
 
 
-def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
-    """Connects to the configured or ambient cluster, or starts a local one."""
+def init_ray(cfg: RayConfig, use_gpu: bool = False, extra_cpus: int = 0) -> None:
+    """Connects to the configured or ambient cluster, or starts a local one.
+
+    `extra_cpus` adds logical CPUs to a local instance for drivers that hold a fraction of a CPU (Ray Tune's trial
+    drivers): without it, 0.01 CPU held by a trial leaves Ray Data 0.99 of its one spare CPU, and its 1-CPU read
+    tasks never schedule.
+    """
     if ray.is_initialized():
         return
     env = worker_env(use_gpu)
@@ -46,6 +51,6 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False) -> None:
         return
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     # Logical CPUs: one more than the cores so Ray Data's decode tasks can run beside the training workers.
-    num_cpus = cfg.num_cpus if cfg.num_cpus is not None else (os.cpu_count() or 2) + 1
+    num_cpus = cfg.num_cpus if cfg.num_cpus is not None else (os.cpu_count() or 2) + 1 + extra_cpus
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host=cfg.dashboard_host,
              runtime_env={"env_vars": env}, log_to_driver=True, configure_logging=False)

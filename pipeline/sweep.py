@@ -27,7 +27,7 @@ from ray import tune
 from pipeline.config import TrainJobConfig
 from pipeline.config_loader import dump, flatten, from_dict, load, to_dict
 from pipeline.tracking import MlflowTracker, default_tracking_uri, log_provenance
-from pipeline.tune_space import TuneSpace, derived_concurrency, trial_overrides
+from pipeline.tune_space import TRIAL_DRIVER_CPU, TuneSpace, derived_concurrency, trial_overrides
 
 
 @contextlib.contextmanager
@@ -107,7 +107,7 @@ def run(space: TuneSpace) -> dict[str, Any]:
         "tracking_uri": uri,
         "driver_cwd": os.getcwd(),
     }
-    trainable = tune.with_resources(_trial, {"cpu": 0.01})
+    trainable = tune.with_resources(_trial, {"cpu": TRIAL_DRIVER_CPU})
     exp_dir = root / "tune" / space.name
     if tune.Tuner.can_restore(str(exp_dir)):
         print(f"[sweep] restoring {exp_dir}", flush=True)

@@ -159,12 +159,15 @@ def load_space(path: str | Path, overrides: list[str] | None = None) -> TuneSpac
     return space
 
 
+TRIAL_DRIVER_CPU = 0.01  # what a trial's driver function holds; its Ray Train workers reserve their own
+
+
 def derived_concurrency(space: TuneSpace, cfg: TrainJobConfig, resources: dict[str, float]) -> int:
     """Trials that fit at once: GPUs (or CPUs) of the cluster / what one trial's workers need."""
     if space.max_concurrent_trials:
         return space.max_concurrent_trials
     if cfg.scaling.use_gpu:
         return max(1, math.floor(resources.get("GPU", 0) / cfg.scaling.num_workers))
-    # Keep one CPU for Ray Data's decode tasks beside the training workers.
-    need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 1
+    # Keep one whole CPU for Ray Data's tasks beside the training workers, plus the trial driver's share.
+    need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 1 + TRIAL_DRIVER_CPU
     return max(1, math.floor(resources.get("CPU", 1) / need))
