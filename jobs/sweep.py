@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     validate_space(space)
     init_ray(space.ray, load(TrainJobConfig, space.base_config).scaling.use_gpu, extra_cpus=1)  # trial drivers
     out = run(space)
-    print(out["table"])
+    print("\n" + out["table"], flush=True)
     print(f"best setting ({out['best_metrics'].get(space.metric)} {space.metric}): {out['best_params']}")
     print(f"ready-to-use training config: {out['best_yaml']}")
     print(f"MLflow parent run {out['mlflow_run_id']}; {out['concurrency']} trial(s) at a time; "

@@ -203,7 +203,11 @@ def training_dataset(shards: str | Path, backbone: str, *, batch_size: int = 16,
         raise FileNotFoundError(f"no Parquet shards in {folder}; run jobs/prepare_data.py first")
     # A resumed run skips the micro-batches its checkpointed steps consumed, so the order must not depend on
     # which task finishes first.
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    # Per-operator progress bars redraw many times a second into the job's log (and bury a sweep's trial
+    # table); the training loop reports throughput itself.
+    ctx.enable_progress_bars = False
     ds = ray.data.read_parquet(files, schema=SHARD_SCHEMA)
     missing = set(SHARD_SCHEMA.names) - set(ds.schema().names)
     if missing:

@@ -125,7 +125,7 @@ def run(space: TuneSpace) -> dict[str, Any]:
     rows = []
     for r in grid:
         m = r.metrics or {}
-        rows.append({"trial": Path(r.path).name if r.path else "?", **r.config.get("params", {}),
+        rows.append({"trial": m.get("trial_id") or (Path(r.path).name if r.path else "?"), **r.config.get("params", {}),
                      space.metric: m.get(space.metric), "val_accuracy": m.get("val_accuracy"),
                      "val_K_mean": m.get("val_K_mean"), "iterations": m.get("training_iteration"),
                      "status": "ERROR" if r.error else "OK"})
