@@ -118,6 +118,7 @@ def run(space: TuneSpace) -> dict[str, Any]:
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, scheduler=scheduler,
+                                        search_alg=search_for(space),
                                         num_samples=space.num_samples, max_concurrent_trials=concurrency),
             run_config=tune.RunConfig(name=space.name, storage_path=str(root / "tune"), verbose=1),
         )
@@ -129,6 +130,7 @@ def run(space: TuneSpace) -> dict[str, Any]:
                      space.metric: m.get(space.metric), "val_accuracy": m.get("val_accuracy"),
                      "val_K_mean": m.get("val_K_mean"), "iterations": m.get("training_iteration"),
                      "status": "ERROR" if r.error else "OK"})
+    close_trial_runs(parent, list(grid), space.scheduler.max_t if space.scheduler.type == "asha" else None)
     best = pick_best(list(grid), space.metric, space.mode)
     best_params = best.config["params"]
     best_yaml = root / "best_train.yaml"
@@ -145,6 +147,34 @@ def run(space: TuneSpace) -> dict[str, Any]:
     return {"rows": rows, "best_params": best_params, "best_metrics": best.metrics, "best_yaml": str(best_yaml),
             "table": table, "mlflow_run_id": parent.run_id, "seconds": time.perf_counter() - t0,
             "concurrency": concurrency}
+
+
+def search_for(space: TuneSpace) -> Any:
+    """Random search over the space, seeded by the space's seed (the same file draws the same trials)."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=space.seed)
+
+
+def close_trial_runs(parent: MlflowTracker, results: list[Any], max_t: int | None) -> None:
+    """Marks each trial's nested MLflow run FINISHED (or FAILED) with how far it went.
+
+    A trial that ASHA stops (early, or at `max_t`) is ended by Tune inside its training loop, so the trial
+    function never reaches its own `close`; the driver, which sees every trial's outcome, closes them instead.
+    """
+    exp = parent.client.get_run(parent.run_id).info.experiment_id
+    runs = parent.client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.run_id}'", max_results=10000)
+    by_trial = {r.data.tags.get("trial_id"): r for r in runs}
+    for res in results:
+        trial_id = (res.metrics or {}).get("trial_id") or (Path(res.path).name if res.path else None)
+        run = by_trial.get(trial_id)
+        if run is None:
+            continue  # the trial failed before its run was opened
+        iterations = int((res.metrics or {}).get("training_iteration") or 0)
+        parent.client.set_tag(run.info.run_id, "tune.iterations", str(iterations))
+        if max_t is not None:
+            parent.client.set_tag(run.info.run_id, "tune.stopped_early", str(iterations < max_t).lower())
+        parent.client.set_terminated(run.info.run_id, status="FAILED" if res.error else "FINISHED")
 
 
 def pick_best(results: list[Any], metric: str, mode: str) -> Any:

@@ -84,6 +84,7 @@ class TuneSpace:
         metric, mode: what the scheduler and the final choice optimise.
         num_samples: trials (per grid point).
         max_concurrent_trials: None = derived from the cluster's resources.
+        seed: seeds the sampling of the space, so the same space file draws the same trials.
         name: the sweep's name; re-running with it restores the sweep.
     """
 

@@ -49,6 +49,7 @@ storage_root: sweeps
     exp = client.get_run(out["mlflow_run_id"]).info.experiment_id
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{out['mlflow_run_id']}'")
     assert len(children) == 2 and all("val_objective" in c.data.metrics for c in children)
+    assert all(c.info.status == "FINISHED" and c.data.tags["tune.iterations"] in ("1", "2") for c in children)
     again = run(space)  # restores the finished sweep: the same trials, nothing re-run
     assert sorted(r["trial"] for r in again["rows"]) == sorted(r["trial"] for r in out["rows"])
     assert again["best_params"] == out["best_params"]

@@ -29,3 +29,29 @@ def test_missing_and_non_finite_metrics_are_skipped():
     assert pick_best(rs, "val_objective", "max").config["params"]["name"] == "c"
     with pytest.raises(ValueError, match="val_objective"):
         pick_best(rs[:2], "val_objective", "max")
+
+
+
+def test_the_space_seed_draws_the_same_trials():
+    """The sweep's search draws its trials from the space's seed: the same seed, the same trials."""
+    from pipeline.sweep import search_for
+    from pipeline.tune_space import load_space
+    from tests.test_tune_spaces import ROOT
+
+    from ray.tune import register_trainable
+
+    register_trainable("seed_probe", lambda config: None)
+    space = load_space(ROOT / "tune_spaces" / "embedded.yaml")
+
+    def draws(seed):
+        space.seed = seed
+        gen = search_for(space)
+        gen.add_configurations({"probe": {"run": "seed_probe", "num_samples": space.num_samples,
+                                          "config": {k: d.to_tune() for k, d in space.space.items()}}})
+        out = []
+        while (t := gen.next_trial()) is not None:
+            out.append(tuple(sorted(t.config.items())))
+        return out
+
+    assert len(draws(0)) == space.num_samples
+    assert draws(0) == draws(0) and draws(0) != draws(1)
