@@ -122,16 +122,16 @@ def run(space: TuneSpace) -> dict[str, Any]:
                                         num_samples=space.num_samples, max_concurrent_trials=concurrency),
             run_config=tune.RunConfig(name=space.name, storage_path=str(root / "tune"), verbose=1),
         )
-    grid = tuner.fit()
+    results = list(tuner.fit())
     rows = []
-    for r in grid:
+    for r in results:
         m = r.metrics or {}
-        rows.append({"trial": m.get("trial_id") or (Path(r.path).name if r.path else "?"), **r.config.get("params", {}),
+        rows.append({"trial": _trial_id(r) or "?", **r.config.get("params", {}),
                      space.metric: m.get(space.metric), "val_accuracy": m.get("val_accuracy"),
                      "val_K_mean": m.get("val_K_mean"), "iterations": m.get("training_iteration"),
                      "status": "ERROR" if r.error else "OK"})
-    close_trial_runs(parent, list(grid), space.scheduler.max_t if space.scheduler.type == "asha" else None)
-    best = pick_best(list(grid), space.metric, space.mode)
+    close_trial_runs(parent, results, space.scheduler.max_t if space.scheduler.type == "asha" else None)
+    best = pick_best(results, space.metric, space.mode)
     best_params = best.config["params"]
     best_yaml = root / "best_train.yaml"
     _best_yaml(space, best_params, best_yaml)
@@ -166,8 +166,7 @@ def close_trial_runs(parent: MlflowTracker, results: list[Any], max_t: int | Non
     runs = parent.client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.run_id}'", max_results=10000)
     by_trial = {r.data.tags.get("trial_id"): r for r in runs}
     for res in results:
-        trial_id = (res.metrics or {}).get("trial_id") or (Path(res.path).name if res.path else None)
-        run = by_trial.get(trial_id)
+        run = by_trial.get(_trial_id(res))
         if run is None:
             continue  # the trial failed before its run was opened
         iterations = int((res.metrics or {}).get("training_iteration") or 0)
@@ -177,8 +176,14 @@ def close_trial_runs(parent: MlflowTracker, results: list[Any], max_t: int | Non
         parent.client.set_terminated(run.info.run_id, status="FAILED" if res.error else "FINISHED")
 
 
+def _trial_id(result: Any) -> str | None:
+    """A trial's id as Tune reports it (the name its nested MLflow run is tagged with); the trial directory's
+    name for a trial that never reported."""
+    return (result.metrics or {}).get("trial_id") or (Path(result.path).name if result.path else None)
+
+
 def pick_best(results: list[Any], metric: str, mode: str) -> Any:
-    """The result with the best last reported `metric`; ties go to the smallest trial directory name.
+    """The result with the best last reported `metric`; ties go to the lowest trial id.
 
     Tune's own `get_best_result` keeps the first of equal results in the grid's order, and that order differs
     between a fresh run and a restore, so a tie (common in short sweeps) would name a different winner on
@@ -189,7 +194,7 @@ def pick_best(results: list[Any], metric: str, mode: str) -> Any:
     for r in results:
         v = (r.metrics or {}).get(metric)
         if isinstance(v, (int, float)) and math.isfinite(v):
-            scored.append((-sign * float(v), Path(r.path).name if r.path else "", r))
+            scored.append((-sign * float(v), _trial_id(r) or "", r))
     if not scored:
         raise ValueError(f"sweep: no trial reported a finite '{metric}'; see the trial table for errors")
     return min(scored, key=lambda t: (t[0], t[1]))[2]

@@ -1,4 +1,4 @@
-"""The sweep's winner: best last metric, ties broken by trial name so a restore names the same winner."""
+"""The sweep's winner: best last metric, ties broken by trial id so a restore names the same winner."""
 
 from types import SimpleNamespace
 
@@ -31,14 +31,21 @@ def test_missing_and_non_finite_metrics_are_skipped():
         pick_best(rs[:2], "val_objective", "max")
 
 
+def test_ties_follow_the_reported_trial_id_not_the_directory_name():
+    a = SimpleNamespace(path="/x/tune/t/zzz", metrics={"val_objective": 0.5, "trial_id": "f31e9_00000"},
+                        error=None, config={"params": {"name": "a"}})
+    b = SimpleNamespace(path="/x/tune/t/aaa", metrics={"val_objective": 0.5, "trial_id": "f31e9_00001"},
+                        error=None, config={"params": {"name": "b"}})
+    assert pick_best([b, a], "val_objective", "max").config["params"]["name"] == "a"
+
 
 def test_the_space_seed_draws_the_same_trials():
     """The sweep's search draws its trials from the space's seed: the same seed, the same trials."""
+    from ray.tune import register_trainable
+
     from pipeline.sweep import search_for
     from pipeline.tune_space import load_space
     from tests.test_tune_spaces import ROOT
-
-    from ray.tune import register_trainable
 
     register_trainable("seed_probe", lambda config: None)
     space = load_space(ROOT / "tune_spaces" / "embedded.yaml")
