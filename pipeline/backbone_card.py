@@ -36,7 +36,8 @@ def hardware() -> str:
 
 
 def _phases(phases) -> str:
-    return ", ".join(f"{p.steps} steps x {p.min_objects}-{p.max_objects} shapes" for p in phases)
+    return ", ".join(f"{p.steps} steps x {p.min_objects}-{p.max_objects} shapes"
+                     + (f" asked only {' / '.join(p.families)} questions" if p.families else "") for p in phases)
 
 
 def render_card(cfg: PretrainJobConfig, facts: dict[str, Any]) -> str:
@@ -102,15 +103,20 @@ def render_card(cfg: PretrainJobConfig, facts: dict[str, Any]) -> str:
         "objective on CLIP's pooled CLS: which of the 48 color-shape pairs are present and how many shapes "
         f"(weight {s1.cls_weight:g}); it makes the CLS attention that VisionZip / PruMerge / HoloV read "
         "concentrate on the objects.",
-        f"* **Stage 2 — language** ({n2:,} images, {n2 * cfg.data.questions_per_image:,} question slots: "
+        f"* **Stage 2 — language** ({n2:,} images, up to {n2 * cfg.data.questions_per_image:,} question slots: "
         f"{_phases(s2.phases)}, batch {s2.batch_size}, AdamW lr {s2.optim.lr:g}): projector + LLM "
         f"(vision tower {'trained' if s2.train_vision else 'frozen'}) on packed multi-QA sequences — all of an "
         "image's questions after one image prefix, each segment attending to the image and to itself only, at "
         "its evaluation positions — with the per-patch objective as an auxiliary term "
-        f"(weight {s2.aux_weight:g}). Curriculum: sparse scenes first, the evaluation distribution last.",
+        f"(weight {s2.aux_weight:g})"
+        + (f" and, over its first {s2.ground_steps} steps, a grounding term (weight {s2.ground_weight:g} decaying "
+           f"to 0: -log of the attention mass that decoder layer {s2.ground_layer}'s answer slot puts on the "
+           "question's evidence patches)" if s2.ground_weight > 0 and s2.ground_steps > 0 else "")
+        + ". Curriculum: sparse scenes first, the evaluation distribution last.",
         f"* Wall time: **{facts['train_seconds'] / 60:.1f} min** pretraining (Ray Train, one worker), "
         f"{facts['job_seconds'] / 60:.1f} min for the whole job including the evaluation below.",
-        f"* Hardware: {facts['hardware']}; {cfg.loop.threads or 'default'} torch threads; fp32.",
+        f"* Hardware: {facts['hardware']}; {cfg.loop.threads or 'default'} torch threads; "
+        + ("bf16 autocast forward passes, fp32 weights and optimizer." if cfg.loop.precision == "bf16" else "fp32."),
         f"* Software: {facts['versions']}.",
         f"* MLflow: run `{facts['mlflow']['run_id']}` in `{facts['mlflow']['uri']}`.",
     ]

@@ -53,6 +53,11 @@ def lr_factor(optim: StageOptim, step: int, total: int) -> float:
     return warm * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def autocast(cfg: PretrainJobConfig, device: torch.device):
+    """The forward passes' autocast context: bf16 when ``loop.precision`` says so, else a no-op."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.loop.precision == "bf16")
+
+
 def stage_parameters(model, heads: dict[str, torch.nn.Module], stage: int, cfg: PretrainJobConfig
                      ) -> list[torch.nn.Parameter]:
     """Sets ``requires_grad`` for a stage and returns its trainable parameters, in a fixed order.
@@ -98,10 +103,11 @@ def validation(model, heads, processor, packer, cfg: PretrainJobConfig, stage: i
         for start in range(0, n, bs):
             images = [(gen, i) for i in range(start, min(n, start + bs))]
             batch = to_device(make_batch(images, processor, packer if stage == 2 else None, split="val"), device)
-            if stage == 1:
-                out = vision_step(model, heads["patch"], heads["cls"], batch)
-            else:
-                out = language_step(model, None, batch, with_answers=True)
+            with autocast(cfg, device):
+                if stage == 1:
+                    out = vision_step(model, heads["patch"], heads["cls"], batch)
+                else:
+                    out = language_step(model, None, batch, with_answers=True)
                 answers.extend(out.answers)
             for k, v in out.metrics.items():
                 sums[k].append(v)
@@ -185,14 +191,16 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
             for g in optimizer.param_groups:
                 g["lr"] = optim_cfg.lr * lr_factor(optim_cfg, step, cur.total_steps)
             batch = to_device(make_batch(cur.images(step, batch_size), processor,
-                                         packer if stage == 2 else None), device)
-            if stage == 1:
-                out = vision_step(model, heads["patch"], heads["cls"], batch, cls_weight=cfg.stage1.cls_weight)
-            else:
-                s2 = cfg.stage2
-                ground = s2.ground_weight * max(0.0, 1.0 - step / max(1, s2.ground_steps))
-                out = language_step(model, heads["patch"], batch, aux_weight=s2.aux_weight, ground_weight=ground,
-                                    ground_layer=s2.ground_layer)
+                                         packer if stage == 2 else None, families=cur.families_at(step)), device)
+            with autocast(cfg, device):
+                if stage == 1:
+                    out = vision_step(model, heads["patch"], heads["cls"], batch,
+                                      cls_weight=cfg.stage1.cls_weight)
+                else:
+                    s2 = cfg.stage2
+                    ground = s2.ground_weight * max(0.0, 1.0 - step / max(1, s2.ground_steps))
+                    out = language_step(model, heads["patch"], batch, aux_weight=s2.aux_weight,
+                                        ground_weight=ground, ground_layer=s2.ground_layer)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip)

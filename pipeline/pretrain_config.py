@@ -90,6 +90,10 @@ class PretrainLoopConfig:
         val_every: also run it every this many steps of a stage (None = only at stage ends; a multiple of
             ``report_every``).
         threads: torch threads of the worker (None = torch's default).
+        precision: ``fp32``, or ``bf16``: forward passes under bf16 autocast with fp32 weights and optimizer
+            state (CPU and GPU). Why: on CPUs with AMX/AVX512-BF16 it makes the stage-2 step about 1.5x faster
+            (measured 2.5 s -> 1.7 s per 16-image step on this machine's Xeon), so the 2-hour recipe fits
+            more steps.
     """
 
     report_every: int = 25
@@ -98,6 +102,11 @@ class PretrainLoopConfig:
     val_images: int = 64
     val_every: int | None = None
     threads: int | None = 2
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"loop.precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
 
 @dataclasses.dataclass

@@ -19,6 +19,16 @@ def test_committed_recipe_loads():
     assert cfg.total_steps == sum(p.steps for p in cfg.stage1.phases) + sum(p.steps for p in cfg.stage2.phases)
 
 
+def test_yes_no_variant_differs_only_in_its_phase_and_precision():
+    base = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone.yaml")
+    var = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_yesno.yaml")
+    assert var.output != base.output and var.storage.name != base.storage.name  # never overwrites the committed one
+    assert base.loop.precision == "fp32" and var.loop.precision == "bf16"
+    assert [p.families for p in var.stage2.phases if p.families] == [["existence", "mme"]]
+    assert var.arch == base.arch and var.stage1 == base.stage1 and var.eval == base.eval
+    assert var.stage2.phases[-1].max_objects == 20
+
+
 def test_overrides_and_errors():
     cfg = load(PretrainJobConfig, None, ["scaling.use_gpu=true", "stage2.phases=[{steps: 3}]"])
     assert cfg.scaling.use_gpu and cfg.stage2.phases[0].steps == 3 and cfg.stage2.phases[0].max_objects == 20
@@ -28,6 +38,10 @@ def test_overrides_and_errors():
         load(PretrainJobConfig, None, ["arch.patch_size=16"])
     with pytest.raises(ConfigError, match=r"unknown key 'stage1.lr'"):
         load(PretrainJobConfig, None, ["stage1.lr=1"])
+    with pytest.raises(ConfigError, match="loop.precision must be 'fp32' or 'bf16'"):
+        load(PretrainJobConfig, None, ["loop.precision=fp16"])
+    with pytest.raises(ConfigError, match="unknown question families"):
+        load(PretrainJobConfig, None, ["stage2.phases=[{steps: 3, families: [colour]}]"])
     with pytest.raises(ConfigError, match="multiple of loop.report_every"):
         load(PretrainJobConfig, None, ["loop.report_every=7"])
     assert load(EvaluateBackboneConfig, None, ["eval.limit=10"]).eval.methods == ["vanilla", "blind"]

@@ -7,7 +7,7 @@ generator and preprocessed by the backbone's own image processor, exactly as eva
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from stepprune.data.synthvqa.sample import make_sample
 
 
 def make_batch(images: Sequence[tuple[SynthVQAConfig, int]], processor, packer: QAPacker | None = None,
-               split: str = "train") -> dict[str, object]:
+               split: str = "train", families: Collection[str] | None = None) -> dict[str, object]:
     """Generates and encodes one batch.
 
     Args:
@@ -28,6 +28,8 @@ def make_batch(images: Sequence[tuple[SynthVQAConfig, int]], processor, packer: 
         processor: the backbone's processor (its image processor normalises the pixels).
         packer: when given, the images' questions are packed into ``text`` (the language stage).
         split: the generator split the indices refer to.
+        families: pack only these question families (None: all); the scene and its questions are drawn as
+            usual, so the images are the same either way.
 
     Returns:
         ``pixel_values`` (B, 3, H, W); ``patch`` (dict of (B, 576[, 4]) targets); ``image`` (dict of (B, 48)
@@ -45,7 +47,8 @@ def make_batch(images: Sequence[tuple[SynthVQAConfig, int]], processor, packer: 
         "image": {k: torch.from_numpy(np.stack([t[k] for t in it])) for k in it[0]},
     }
     if packer is not None:
-        packed = [packer.pack([(q.prompt, q.answer, q.family, q.evidence) for q in s.questions]) for s in samples]
+        packed = [packer.pack([(q.prompt, q.answer, q.family, q.evidence) for q in s.questions
+                               if families is None or q.family in families]) for s in samples]
         batch["text"] = collate_packed(packed, processor.tokenizer.pad_token_id)
         batch["families"] = [p.families for p in packed]
         batch["evidence"] = [p.evidence for p in packed]

@@ -32,3 +32,11 @@ def test_bad_phases_are_rejected():
         Phase(-1)
     with pytest.raises(ValueError):
         Curriculum([], stage=1)
+
+
+def test_phase_families_select_the_questions_of_a_phase():
+    cur = Curriculum([Phase(2, 1, 5), Phase(3, 1, 1, families=["existence", "mme"])], stage=2)
+    assert cur.families_at(1) is None
+    assert cur.families_at(2) == frozenset({"existence", "mme"}) == cur.families_at(4)
+    with pytest.raises(ValueError, match="unknown question families \\['exists'\\]"):
+        Phase(3, families=["exists", "mme"])

@@ -65,3 +65,18 @@ def test_collate_pads_right_with_ignored_labels():
     out = collate_packed(rows, pad_token_id=0)
     assert out["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
     assert out["labels"][1].tolist() == [-100, -100, -100] and out["segment"][1].tolist() == [0, -1, -1]
+
+
+def test_batch_families_pack_only_those_questions_of_the_same_images(tiny_pretrain):
+    _, processor = tiny_pretrain
+    packer = QAPacker(processor, 576)
+    images = [(SynthVQAConfig(seed=0, max_objects=3, questions_per_image=8), i) for i in range(4)]
+    full = make_batch(images, processor, packer)
+    yes_no = make_batch(images, processor, packer, families={"existence", "mme"})
+    assert torch.equal(full["pixel_values"], yes_no["pixel_values"])
+    for fams_all, fams in zip(full["families"], yes_no["families"]):
+        assert fams == [f for f in fams_all if f in ("existence", "mme")]
+    assert sum(map(len, yes_no["families"])) > 0
+    answers = yes_no["text"]["labels"][yes_no["text"]["labels"] != -100]
+    yes_no_ids = {processor.tokenizer.convert_tokens_to_ids(t) for t in processor.tokenizer.tokenize(" yes no")}
+    assert set(answers.tolist()) <= yes_no_ids | {processor.tokenizer.eos_token_id}
