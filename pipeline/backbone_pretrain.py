@@ -108,7 +108,7 @@ def validation(model, heads, processor, packer, cfg: PretrainJobConfig, stage: i
                     out = vision_step(model, heads["patch"], heads["cls"], batch)
                 else:
                     out = language_step(model, None, batch, with_answers=True)
-                answers.extend(out.answers)
+            answers.extend(out.answers)  # empty in stage 1
             for k, v in out.metrics.items():
                 sums[k].append(v)
     model.train()
