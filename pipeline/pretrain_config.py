@@ -102,11 +102,7 @@ class PretrainLoopConfig:
     val_images: int = 64
     val_every: int | None = None
     threads: int | None = 2
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"loop.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 @dataclasses.dataclass

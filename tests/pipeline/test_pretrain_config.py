@@ -38,7 +38,7 @@ def test_overrides_and_errors():
         load(PretrainJobConfig, None, ["arch.patch_size=16"])
     with pytest.raises(ConfigError, match=r"unknown key 'stage1.lr'"):
         load(PretrainJobConfig, None, ["stage1.lr=1"])
-    with pytest.raises(ConfigError, match="loop.precision must be 'fp32' or 'bf16'"):
+    with pytest.raises(ConfigError, match=r"loop.precision: 'fp16' is not one of \['fp32', 'bf16'\]"):
         load(PretrainJobConfig, None, ["loop.precision=fp16"])
     with pytest.raises(ConfigError, match="unknown question families"):
         load(PretrainJobConfig, None, ["stage2.phases=[{steps: 3, families: [colour]}]"])
