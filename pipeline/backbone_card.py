@@ -37,7 +37,9 @@ def hardware() -> str:
 
 def _phases(phases) -> str:
     return ", ".join(f"{p.steps} steps x {p.min_objects}-{p.max_objects} shapes"
-                     + (f" asked only {' / '.join(p.families)} questions" if p.families else "") for p in phases)
+                     + (f" asked only {' / '.join(p.families)} questions" if p.families else "")
+                     + (" drawing only " + " / ".join(f"{k} ({v:g})" for k, v in p.family_weights.items() if v > 0)
+                        + " questions" if p.family_weights else "") for p in phases)
 
 
 def render_card(cfg: PretrainJobConfig, facts: dict[str, Any]) -> str:
@@ -112,7 +114,9 @@ def render_card(cfg: PretrainJobConfig, facts: dict[str, Any]) -> str:
         + (f" and, over its first {s2.ground_steps} steps, a grounding term (weight {s2.ground_weight:g} decaying "
            f"to 0: -log of the attention mass that decoder layer {s2.ground_layer}'s answer slot puts on the "
            "question's evidence patches)" if s2.ground_weight > 0 and s2.ground_steps > 0 else "")
-        + ". Curriculum: sparse scenes first, the evaluation distribution last.",
+        + ". Curriculum: sparse scenes first, the evaluation distribution last."
+        + (" The next-token loss is averaged within each question, then over questions (every question weighs "
+           "the same whatever its answer length)." if s2.loss_per == "question" else ""),
         f"* Wall time: **{facts['train_seconds'] / 60:.1f} min** pretraining (Ray Train, one worker), "
         f"{facts['job_seconds'] / 60:.1f} min for the whole job including the evaluation below.",
         f"* Hardware: {facts['hardware']}; {cfg.loop.threads or 'default'} torch threads; "

@@ -29,6 +29,19 @@ def test_yes_no_variant_differs_only_in_its_phase_and_precision():
     assert var.stage2.phases[-1].max_objects == 20
 
 
+def test_focus_variant_is_the_yes_no_variant_with_focused_draws_and_per_question_loss():
+    yesno = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_yesno.yaml")
+    var = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_focus.yaml")
+    assert var.output not in (yesno.output, "checkpoints/synthvqa-llava-tiny")
+    assert var.storage.name != yesno.storage.name
+    assert var.stage2.loss_per == "question" and yesno.stage2.loss_per == "token"
+    focused = [sorted(p.family_weights) for p in var.stage2.phases if p.family_weights]
+    assert focused == [["existence", "mme"], ["mc_mmbench", "mc_science"]]
+    assert not any(p.families for p in var.stage2.phases)
+    assert var.arch == yesno.arch and var.stage1 == yesno.stage1 and var.loop == yesno.loop
+    assert var.stage2.phases[-1].max_objects == 20
+
+
 def test_overrides_and_errors():
     cfg = load(PretrainJobConfig, None, ["scaling.use_gpu=true", "stage2.phases=[{steps: 3}]"])
     assert cfg.scaling.use_gpu and cfg.stage2.phases[0].steps == 3 and cfg.stage2.phases[0].max_objects == 20
@@ -40,6 +53,9 @@ def test_overrides_and_errors():
         load(PretrainJobConfig, None, ["stage1.lr=1"])
     with pytest.raises(ConfigError, match=r"loop.precision: 'fp16' is not one of \['fp32', 'bf16'\]"):
         load(PretrainJobConfig, None, ["loop.precision=fp16"])
+    with pytest.raises(ConfigError, match=r"stage2.loss_per: 'image' is not one of \['token', 'question'\]"):
+        load(PretrainJobConfig, None, ["stage2.loss_per=image"])
+    assert load(PretrainJobConfig, None, ["stage2.loss_per=question"]).stage2.loss_per == "question"
     with pytest.raises(ConfigError, match="unknown question families"):
         load(PretrainJobConfig, None, ["stage2.phases=[{steps: 3, families: [colour]}]"])
     with pytest.raises(ConfigError, match="multiple of loop.report_every"):

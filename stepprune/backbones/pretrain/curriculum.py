@@ -35,13 +35,19 @@ class Phase:
             model sits at their 50 % prior while it learns the copy-like families; a short phase of one-shape
             scenes asked only yes/no questions breaks that plateau (measured from the committed checkpoint:
             teacher-forced existence on one-shape training scenes 50 % -> 74 % in 250 such steps, where 150 more
-            steps of the full mix on 1-3 shapes left it at 50 %).
+            steps of the full mix on 1-3 shapes left it at 50 %). The questions are drawn as usual and the
+            others are dropped, so such a step packs about a quarter of the usual answers; ``family_weights``
+            asks only the wanted families instead.
+        family_weights: the generator's relative frequency of each question family in this phase (empty: the
+            generator's defaults, ``DEFAULT_FAMILY_WEIGHTS``); families left out are never asked, so every
+            question slot of the image trains the phase's families.
     """
 
     steps: int
     min_objects: int = 1
     max_objects: int = 20
     families: list[str] = dataclasses.field(default_factory=list)
+    family_weights: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -52,6 +58,19 @@ class Phase:
         unknown = sorted(set(self.families) - set(FAMILIES))
         if unknown:
             raise ValueError(f"Phase.families: unknown question families {unknown}; known: {sorted(FAMILIES)}")
+        unknown = sorted(set(self.family_weights) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"Phase.family_weights: unknown question families {unknown}; "
+                             f"known: {sorted(FAMILIES)}")
+        if self.family_weights and (min(self.family_weights.values()) < 0
+                                    or not any(w > 0 for w in self.family_weights.values())):
+            raise ValueError(f"Phase.family_weights must be >= 0 with at least one > 0, got {self.family_weights}")
+
+    def generator(self, seed: int, questions_per_image: int) -> SynthVQAConfig:
+        """The SynthVQA generator config of this phase's images."""
+        extra = {"family_weights": dict(self.family_weights)} if self.family_weights else {}
+        return SynthVQAConfig(seed=seed, min_objects=self.min_objects, max_objects=self.max_objects,
+                              questions_per_image=questions_per_image, **extra)
 
 
 class Curriculum:
@@ -69,8 +88,7 @@ class Curriculum:
             raise ValueError("a curriculum needs at least one phase")
         self.phases = list(phases)
         self.stage = stage
-        self.configs = [SynthVQAConfig(seed=seed, min_objects=p.min_objects, max_objects=p.max_objects,
-                                       questions_per_image=questions_per_image) for p in self.phases]
+        self.configs = [p.generator(seed, questions_per_image) for p in self.phases]
         self.starts = [sum(p.steps for p in self.phases[:i]) for i in range(len(self.phases))]
 
     @property

@@ -165,8 +165,25 @@ def grounding_loss(model, layer_input: Tensor, batch: dict, layer: int) -> tuple
     return torch.stack(losses).mean(), sum(mass) / len(mass)
 
 
+def _per_question_loss(logits: Tensor, target: Tensor, segment: Tensor, where: Tensor) -> Tensor:
+    """Mean over packed questions of each question's mean answer-token loss.
+
+    Args:
+        logits: (T, V) at the T answer tokens; target: (T,); segment: (B, L-1) segment id of each predicted slot;
+        where: (B, L-1) bool, True at the T answer tokens (row-major order, as ``logits`` was gathered).
+    """
+    token_loss = F.cross_entropy(logits, target, reduction="none")  # (T,)
+    rows = where.nonzero()[:, 0]  # (T,) image of each answer token
+    # One id per (image, segment): questions of different images never share a bucket.
+    qid = rows * (int(segment.max()) + 1) + segment[where]
+    _, inverse, counts = torch.unique(qid, return_inverse=True, return_counts=True)
+    weight = 1.0 / counts[inverse].to(token_loss.dtype)  # each question's tokens sum to weight 1
+    return (token_loss * weight).sum() / counts.numel()
+
+
 def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight: float = 0.0,
-                  with_answers: bool = False, ground_weight: float = 0.0, ground_layer: int = 1) -> StepOutput:
+                  with_answers: bool = False, ground_weight: float = 0.0, ground_layer: int = 1,
+                  loss_per: str = "token") -> StepOutput:
     """Stage 2: next-token loss on the answers of packed multi-QA sequences.
 
     Args:
@@ -177,6 +194,9 @@ def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight
         with_answers: also return per-question teacher-forced exact match (diagnostics).
         ground_weight: weight of :func:`grounding_loss` (0: not computed).
         ground_layer: the decoder layer it supervises.
+        loss_per: ``"token"`` averages the next-token loss over all answer tokens; ``"question"`` averages it
+            within each packed question first, then over questions, so every question weighs the same whatever
+            its answer length (with ``"token"`` the few long descriptions carry about half the gradient).
     """
     text = batch["text"]
     labels, segment = text["labels"], text["segment"]
@@ -184,7 +204,12 @@ def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight
     target = labels[:, 1:]
     where = target != -100
     logits = model.lm_head(hidden[:, :-1][where]).float()  # (n_answer_tokens, V): logits only where needed
-    lm = F.cross_entropy(logits, target[where])
+    if loss_per == "token":
+        lm = F.cross_entropy(logits, target[where])
+    elif loss_per == "question":
+        lm = _per_question_loss(logits, target[where], segment[:, 1:], where)
+    else:
+        raise ValueError(f"loss_per must be 'token' or 'question', got {loss_per!r}")
     loss = lm
     metrics = {"lm_loss": float(lm.detach())}
     if patch_heads is not None and aux_weight > 0:

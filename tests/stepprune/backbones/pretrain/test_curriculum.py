@@ -40,3 +40,19 @@ def test_phase_families_select_the_questions_of_a_phase():
     assert cur.families_at(2) == frozenset({"existence", "mme"}) == cur.families_at(4)
     with pytest.raises(ValueError, match="unknown question families \\['exists'\\]"):
         Phase(3, families=["exists", "mme"])
+
+
+def test_phase_family_weights_ask_only_those_families():
+    from stepprune.data.synthvqa.config import DEFAULT_FAMILY_WEIGHTS
+    from stepprune.data.synthvqa.sample import make_sample
+
+    cur = Curriculum([Phase(1, 1, 5), Phase(2, 1, 1, family_weights={"mc_mmbench": 1.0, "mc_science": 1.0})],
+                     stage=2, questions_per_image=8)
+    assert cur.images(0, 1)[0][0].family_weights == DEFAULT_FAMILY_WEIGHTS  # a phase without them: the defaults
+    samples = [make_sample(cfg, "train", i) for cfg, i in cur.images(1, 4)]
+    fams = [q.family for s in samples for q in s.questions]
+    assert set(fams) == {"mc_mmbench", "mc_science"} and len(fams) >= 4 * 6  # (nearly) every slot asks them
+    with pytest.raises(ValueError, match="unknown question families \\['mcq'\\]"):
+        Phase(3, family_weights={"mcq": 1.0})
+    with pytest.raises(ValueError, match="at least one > 0"):
+        Phase(3, family_weights={"relation": 0.0})
