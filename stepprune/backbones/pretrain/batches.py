@@ -49,6 +49,13 @@ def make_batch(images: Sequence[tuple[SynthVQAConfig, int]], processor, packer: 
     if packer is not None:
         packed = [packer.pack([(q.prompt, q.answer, q.family, q.evidence) for q in s.questions
                                if families is None or q.family in families]) for s in samples]
+        if not any(p.families for p in packed):
+            # Otherwise the step's loss is a mean over zero answer tokens (NaN) and the run diverges silently.
+            cfg = images[0][0]
+            raise ValueError(f"no question in this batch of {len(images)} images ({cfg.min_objects}-"
+                             f"{cfg.max_objects} shapes) is of the asked families "
+                             f"{sorted(families) if families is not None else sorted(cfg.family_weights)}: "
+                             "a phase must ask families that its scenes can answer (relation needs 2 shapes)")
         batch["text"] = collate_packed(packed, processor.tokenizer.pad_token_id)
         batch["families"] = [p.families for p in packed]
         batch["evidence"] = [p.evidence for p in packed]

@@ -2,7 +2,14 @@
 
 import pytest
 
+from stepprune.backbones.pretrain.batches import make_batch
 from stepprune.backbones.pretrain.curriculum import Curriculum, Phase
+from stepprune.backbones.pretrain.packing import QAPacker
+from stepprune.backbones.pretrain.spec import build_backbone
+from stepprune.data.synthvqa.config import DEFAULT_FAMILY_WEIGHTS
+from stepprune.data.synthvqa.sample import make_sample
+
+from .conftest import TINY
 
 
 def test_phase_boundaries_and_object_ranges():
@@ -43,9 +50,6 @@ def test_phase_families_select_the_questions_of_a_phase():
 
 
 def test_phase_family_weights_ask_only_those_families():
-    from stepprune.data.synthvqa.config import DEFAULT_FAMILY_WEIGHTS
-    from stepprune.data.synthvqa.sample import make_sample
-
     cur = Curriculum([Phase(1, 1, 5), Phase(2, 1, 1, family_weights={"mc_mmbench": 1.0, "mc_science": 1.0})],
                      stage=2, questions_per_image=8)
     assert cur.images(0, 1)[0][0].family_weights == DEFAULT_FAMILY_WEIGHTS  # a phase without them: the defaults
@@ -56,3 +60,13 @@ def test_phase_family_weights_ask_only_those_families():
         Phase(3, family_weights={"mcq": 1.0})
     with pytest.raises(ValueError, match="at least one > 0"):
         Phase(3, family_weights={"relation": 0.0})
+
+
+def test_a_phase_whose_scenes_cannot_answer_its_families_fails_clearly():
+    _, processor = build_backbone(TINY, seed=1)
+    packer = QAPacker(processor, TINY.num_patches)
+    cur = Curriculum([Phase(1, 1, 1, family_weights={"relation": 1.0})], stage=2)  # relation needs 2 shapes
+    with pytest.raises(ValueError, match=r"1-1 shapes\) is of the asked families \['relation'\]"):
+        make_batch(cur.images(0, 2), processor, packer)
+    with pytest.raises(ValueError, match="relation needs 2 shapes"):
+        make_batch(Curriculum([Phase(1, 1, 1)], stage=2).images(0, 2), processor, packer, families={"relation"})
