@@ -113,7 +113,10 @@ def render_card(cfg: PretrainJobConfig, facts: dict[str, Any]) -> str:
         f"(weight {s2.aux_weight:g})"
         + (f" and, over its first {s2.ground_steps} steps, a grounding term (weight {s2.ground_weight:g} decaying "
            f"to 0: -log of the attention mass that decoder layer {s2.ground_layer}'s answer slot puts on the "
-           "question's evidence patches)" if s2.ground_weight > 0 and s2.ground_steps > 0 else "")
+           "question's evidence patches"
+           + (f"; for {', '.join(s2.ground_referents)} questions one head per referent, head h on the "
+              "question's h-th referent alone" if s2.ground_referents else "")
+           + ")" if s2.ground_weight > 0 and s2.ground_steps > 0 else "")
         + ". Curriculum: sparse scenes first, the evaluation distribution last."
         + (" The next-token loss is averaged within each question, then over questions (every question weighs "
            "the same whatever its answer length)." if s2.loss_per == "question" else ""),

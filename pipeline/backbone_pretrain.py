@@ -201,7 +201,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
                     ground = s2.ground_weight * max(0.0, 1.0 - step / max(1, s2.ground_steps))
                     out = language_step(model, heads["patch"], batch, aux_weight=s2.aux_weight,
                                         ground_weight=ground, ground_layer=s2.ground_layer,
-                                        loss_per=s2.loss_per)
+                                        loss_per=s2.loss_per, ground_referents=s2.ground_referents)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip)

@@ -58,6 +58,9 @@ class LanguageStageConfig:
             ``ground_layer``; see :func:`stepprune.backbones.pretrain.steps.grounding_loss`).
         ground_steps: the grounding weight decays linearly to 0 over this many steps (then it is off).
         ground_layer: the decoder layer whose attention the grounding term supervises.
+        ground_referents: question families whose grounding is per referent (head ``h`` of ``ground_layer`` on
+            the question's ``h``-th referent) instead of the head average on the union of the evidence; for
+            two-referent comparisons (``relation``, ``mc_mmbench`` spatial questions). Empty: the union term only.
         loss_per: how the next-token loss is averaged: ``token`` (over all answer tokens of the batch) or
             ``question`` (within each packed question, then over questions). Why the choice: with ``token`` the
             rare long descriptions (about 2.5 % of the questions) carry 44-57 % of the answer tokens, so about
@@ -72,6 +75,7 @@ class LanguageStageConfig:
     ground_weight: float = 1.0
     ground_steps: int = 300
     ground_layer: int = 1
+    ground_referents: list[str] = dataclasses.field(default_factory=list)
     loss_per: Literal["token", "question"] = "token"
     optim: StageOptim = dataclasses.field(default_factory=StageOptim)
 
@@ -163,6 +167,7 @@ class PretrainJobConfig:
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
+        from stepprune.data.synthvqa.config import DEFAULT_FAMILY_WEIGHTS
         from stepprune.data.synthvqa.vocab import IMAGE_SIZE, PATCH_SIZE
 
         if (self.arch.image_size, self.arch.patch_size) != (IMAGE_SIZE, PATCH_SIZE):
@@ -177,6 +182,10 @@ class PretrainJobConfig:
             raise ValueError("loop.val_every must be a positive multiple of loop.report_every")
         if not 0 <= self.stage2.ground_layer < self.arch.text_layers:
             raise ValueError(f"stage2.ground_layer must be a decoder layer (0..{self.arch.text_layers - 1})")
+        unknown = set(self.stage2.ground_referents) - set(DEFAULT_FAMILY_WEIGHTS)
+        if unknown:
+            raise ValueError(f"stage2.ground_referents: unknown families {sorted(unknown)}; "
+                             f"known: {sorted(DEFAULT_FAMILY_WEIGHTS)}")
         if self.stage1.batch_size < 1 or self.stage2.batch_size < 1:
             raise ValueError("stage batch sizes must be >= 1")
         if sum(p.steps for p in self.stage1.phases) + sum(p.steps for p in self.stage2.phases) < 1:

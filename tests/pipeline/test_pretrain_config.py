@@ -56,6 +56,10 @@ def test_overrides_and_errors():
     with pytest.raises(ConfigError, match=r"stage2.loss_per: 'image' is not one of \['token', 'question'\]"):
         load(PretrainJobConfig, None, ["stage2.loss_per=image"])
     assert load(PretrainJobConfig, None, ["stage2.loss_per=question"]).stage2.loss_per == "question"
+    with pytest.raises(ConfigError, match=r"stage2.ground_referents: unknown families \['left'\]"):
+        load(PretrainJobConfig, None, ["stage2.ground_referents=[relation, left]"])
+    assert load(PretrainJobConfig, None, ["stage2.ground_referents=[relation]"]).stage2.ground_referents == [
+        "relation"]
     with pytest.raises(ConfigError, match="unknown question families"):
         load(PretrainJobConfig, None, ["stage2.phases=[{steps: 3, families: [colour]}]"])
     with pytest.raises(ConfigError, match="multiple of loop.report_every"):

@@ -14,7 +14,7 @@ TINY = [
     "stage2.batch_size=2",
     "stage2.phases=[{steps: 1, max_objects: 4}, {steps: 1, max_objects: 1, families: [existence, mme]}, "
     "{steps: 1, max_objects: 1, family_weights: {mc_science: 1.0}}, {steps: 2}]",
-    "stage2.loss_per=question",
+    "stage2.loss_per=question", "stage2.ground_referents=[relation, mc_mmbench]",
     "loop.precision=bf16",
     "loop.report_every=1", "loop.checkpoint_every=2", "loop.val_images=2", "loop.threads=1",
     "scaling.cpus_per_worker=1", "eval.n_images=2", "eval.limit=10", "eval.max_new_tokens=4",
@@ -53,6 +53,7 @@ def test_pretrain_job_end_to_end_and_resume(ray_session, tmp_path):
     assert metrics["global_step"] == 8
     assert "asked only existence / mme questions" in card and "bf16 autocast" in card
     assert "drawing only mc_science (1) questions" in card and "averaged within each question" in card
+    assert "for relation, mc_mmbench questions one head per referent" in card
 
     weights = load_file(str(out / "model.safetensors"))
     again = run(cfg)  # same storage.name: resumes from the final checkpoint, trains nothing more

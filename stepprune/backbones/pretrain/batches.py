@@ -34,7 +34,8 @@ def make_batch(images: Sequence[tuple[SynthVQAConfig, int]], processor, packer: 
     Returns:
         ``pixel_values`` (B, 3, H, W); ``patch`` (dict of (B, 576[, 4]) targets); ``image`` (dict of (B, 48)
         and (B,) targets); with a packer ``text`` (``input_ids``, ``labels``, ``positions``, ``segment``, each
-        (B, L)), ``families`` and ``evidence`` (per image, each segment's family and evidence patches).
+        (B, L)), ``families``, ``evidence`` and ``referent_evidence`` (per image, each segment's family, evidence
+        patches and per-referent evidence patches).
     """
     samples = [make_sample(cfg, split, index) for cfg, index in images]
     pil = [s.rendered.to_pil() for s in samples]
@@ -47,7 +48,8 @@ def make_batch(images: Sequence[tuple[SynthVQAConfig, int]], processor, packer: 
         "image": {k: torch.from_numpy(np.stack([t[k] for t in it])) for k in it[0]},
     }
     if packer is not None:
-        packed = [packer.pack([(q.prompt, q.answer, q.family, q.evidence) for q in s.questions
+        packed = [packer.pack([(q.prompt, q.answer, q.family, q.evidence,
+                                [s.geometry[r].patches for r in q.referents]) for q in s.questions
                                if families is None or q.family in families]) for s in samples]
         if not any(p.families for p in packed):
             # Otherwise the step's loss is a mean over zero answer tokens (NaN) and the run diverges silently.
@@ -59,6 +61,7 @@ def make_batch(images: Sequence[tuple[SynthVQAConfig, int]], processor, packer: 
         batch["text"] = collate_packed(packed, processor.tokenizer.pad_token_id)
         batch["families"] = [p.families for p in packed]
         batch["evidence"] = [p.evidence for p in packed]
+        batch["referent_evidence"] = [p.referent_evidence for p in packed]
     return batch
 
 

@@ -39,6 +39,8 @@ class PackedQA:
         segment: (L,) 0 on the prefix, k + 1 on question k.
         families: the question family of each segment.
         evidence: per segment, the question's evidence patches (indices into the 576 visual tokens).
+        referent_evidence: per segment, each referent's own evidence patches, in the order the question names
+            its referents (relation: the shape asked about, then the one it is compared with).
     """
 
     input_ids: np.ndarray
@@ -47,6 +49,7 @@ class PackedQA:
     segment: np.ndarray
     families: list[str]
     evidence: list[list[int]] = dataclasses.field(default_factory=list)
+    referent_evidence: list[list[list[int]]] = dataclasses.field(default_factory=list)
 
 
 class QAPacker:
@@ -86,7 +89,8 @@ class QAPacker:
         return enc(asked[len(self._head_text):]), enc(full[len(asked):])
 
     def pack(self, qas: Sequence[tuple]) -> PackedQA:
-        """Packs ``(prompt, answer, family[, evidence])`` tuples of one image (module docstring)."""
+        """Packs ``(prompt, answer, family[, evidence[, referent_evidence]])`` tuples of one image (module
+        docstring)."""
         P = len(self.prefix)
         ids, labels, pos, seg = [self.prefix], [np.full(P, -100)], [np.arange(P)], [np.zeros(P, dtype=np.int64)]
         for k, (prompt, answer, *_) in enumerate(qas):
@@ -97,7 +101,8 @@ class QAPacker:
             pos.append(P + np.arange(n))
             seg.append(np.full(n, k + 1, dtype=np.int64))
         return PackedQA(np.concatenate(ids), np.concatenate(labels), np.concatenate(pos).astype(np.int64),
-                        np.concatenate(seg), [q[2] for q in qas], [list(q[3]) if len(q) > 3 else [] for q in qas])
+                        np.concatenate(seg), [q[2] for q in qas], [list(q[3]) if len(q) > 3 else [] for q in qas],
+                        [[list(r) for r in q[4]] if len(q) > 4 else [] for q in qas])
 
 
 def collate_packed(rows: Sequence[PackedQA], pad_token_id: int) -> dict[str, Tensor]:

@@ -14,6 +14,7 @@ Shapes: B images, N = 576 visual tokens, d vision width, D LLM width, L packed s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 
 import torch
 from torch import Tensor
@@ -99,16 +100,18 @@ def _rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def answer_attention(model, layer_input: Tensor, batch: dict, layer: int) -> tuple[Tensor, list[tuple[int, int]]]:
-    """Head-averaged attention of every question's answer-predicting slot over the visual tokens, in one layer.
+def answer_attention(model, layer_input: Tensor, batch: dict, layer: int, per_head: bool = False
+                     ) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Head-averaged (or per-head) attention of every question's answer-predicting slot over the visual tokens,
+    in one layer.
 
     Recomputed from the layer's input with its own norm, projections and rotary embedding, so the model keeps
     SDPA. The answer-predicting slot of a question is the last slot of its prompt (the one whose next token is
     the answer's first).
 
     Returns:
-        (Q, N) attention on the N visual tokens (rows need not sum to 1: the rest went to text), and the
-        ``(image, segment)`` of each row.
+        (Q, N) attention on the N visual tokens ((Q, H, N) with ``per_head``; rows need not sum to 1: the rest
+        went to text), and the ``(image, segment)`` of each row.
     """
     lm = model.model.language_model
     block = lm.layers[layer]
@@ -133,13 +136,17 @@ def answer_attention(model, layer_input: Tensor, batch: dict, layer: int) -> tup
         q = q * cos[b, starts][:, None] + _rotate_half(q) * sin[b, starts][:, None]
         logits = torch.einsum("qhd,lhd->qhl", q, k[b]) * attn.scaling
         logits = logits.masked_fill(~mask[b, starts][:, None], float("-inf"))
-        a = logits.float().softmax(dim=-1).mean(dim=1)  # (Q_b, L)
-        rows.append(a[:, is_image[b]])
+        a = logits.float().softmax(dim=-1)  # (Q_b, H, L)
+        a = a if per_head else a.mean(dim=1)
+        rows.append(a[..., is_image[b]])
         where += [(b, int(segment[b, i])) for i in starts]
-    return torch.cat(rows) if rows else x.new_zeros(0, 0), where
+    if not rows:
+        return x.new_zeros((0, attn.config.num_attention_heads, 0) if per_head else (0, 0)), where
+    return torch.cat(rows), where
 
 
-def grounding_loss(model, layer_input: Tensor, batch: dict, layer: int) -> tuple[Tensor, float]:
+def grounding_loss(model, layer_input: Tensor, batch: dict, layer: int,
+                   referent_families: Collection[str] = ()) -> tuple[Tensor, float]:
     """``-log`` of the attention mass that each question's answer-predicting slot puts on its evidence patches
     (head average, one layer), over questions with evidence.
 
@@ -149,15 +156,27 @@ def grounding_loss(model, layer_input: Tensor, batch: dict, layer: int) -> tuple
     which patches answer each question, so one layer is told where to look; the job applies it only during the
     first part of stage 2 (its weight decays to 0), after which the model keeps looking because it pays.
 
+    Questions of ``referent_families`` with 2 to H referents are grounded per referent instead: head ``h`` is told
+    to look at referent ``h`` alone (in the order the question names them), and the question's loss is the mean
+    of those heads' ``-log`` masses. Why: the head average on the union of both referents of "is the A left or
+    right of the B?" reads the two shapes' mean position, the one quantity that cannot tell left from right; one
+    head per referent gives the next layers both positions apart. Needs ``batch["referent_evidence"]``.
+
     Returns:
-        The loss and the mean evidence mass (diagnostic).
+        The loss and the mean evidence mass (diagnostic; per-referent questions count their heads' mean).
     """
-    att, where = answer_attention(model, layer_input, batch, layer)
+    att, where = answer_attention(model, layer_input, batch, layer, per_head=True)  # (Q, H, N)
     losses, mass = [], []
     for row, (b, seg) in zip(att, where):
+        refs = batch["referent_evidence"][b][seg - 1] if referent_families else []
+        if batch["families"][b][seg - 1] in referent_families and 2 <= len(refs) <= row.shape[0] and all(refs):
+            m = torch.stack([row[h, torch.as_tensor(ev, device=row.device)].sum() for h, ev in enumerate(refs)])
+            losses.append(-torch.log(m + 1e-6).mean())
+            mass.append(float(m.detach().mean()))
+            continue
         ev = batch["evidence"][b][seg - 1]
         if ev:
-            m = row[torch.as_tensor(ev, device=row.device)].sum()
+            m = row.mean(dim=0)[torch.as_tensor(ev, device=row.device)].sum()
             losses.append(-torch.log(m + 1e-6))
             mass.append(float(m.detach()))
     if not losses:
@@ -183,7 +202,7 @@ def _per_question_loss(logits: Tensor, target: Tensor, segment: Tensor, where: T
 
 def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight: float = 0.0,
                   with_answers: bool = False, ground_weight: float = 0.0, ground_layer: int = 1,
-                  loss_per: str = "token") -> StepOutput:
+                  loss_per: str = "token", ground_referents: Collection[str] = ()) -> StepOutput:
     """Stage 2: next-token loss on the answers of packed multi-QA sequences.
 
     Args:
@@ -194,6 +213,7 @@ def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight
         with_answers: also return per-question teacher-forced exact match (diagnostics).
         ground_weight: weight of :func:`grounding_loss` (0: not computed).
         ground_layer: the decoder layer it supervises.
+        ground_referents: question families grounded one head per referent (see :func:`grounding_loss`).
         loss_per: ``"token"`` averages the next-token loss over all answer tokens; ``"question"`` averages it
             within each packed question first, then over questions, so every question weighs the same whatever
             its answer length (with ``"token"`` the few long descriptions carry about half the gradient).
@@ -218,7 +238,7 @@ def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight
         metrics.update({"loss_patch": float(l_patch.detach()), "acc_color": m_patch["acc_color"],
                         "acc_shape": m_patch["acc_shape"]})
     if ground_weight > 0:
-        l_ground, mass = grounding_loss(model, inner, batch, ground_layer)
+        l_ground, mass = grounding_loss(model, inner, batch, ground_layer, ground_referents)
         loss = loss + ground_weight * l_ground
         metrics.update({"loss_ground": float(l_ground.detach()), "evidence_mass": mass})
     metrics["loss"] = float(loss.detach())

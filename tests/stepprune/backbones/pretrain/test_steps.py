@@ -104,3 +104,46 @@ def test_language_step_loss_per_question_and_bad_value():
     assert torch.isfinite(by_question.loss) and by_question.metrics["lm_loss"] != by_token
     with pytest.raises(ValueError, match="loss_per"):
         language_step(model, None, batch, loss_per="image")
+
+
+def test_referent_grounding_puts_each_referent_on_its_own_head(tiny_pretrain):
+    from stepprune.backbones.pretrain.steps import answer_attention, grounding_loss, packed_forward
+
+    model, processor = tiny_pretrain
+    packer = QAPacker(processor, TINY.num_patches)
+    phase = Phase(1, 2, 4, family_weights={"relation": 1.0, "counting": 1.0})
+    batch = make_batch(Curriculum([phase], stage=2, questions_per_image=4).images(0, 3), processor, packer)
+    # Each referent's evidence is its own patches; their union is the question's evidence.
+    for evs, refs in zip(batch["evidence"], batch["referent_evidence"]):
+        for ev, ref in zip(evs, refs):
+            assert sorted({p for r in ref for p in r}) == ev
+    assert any(len(r) == 2 for refs in batch["referent_evidence"] for r in refs)
+    with torch.no_grad():
+        _, _, inner = packed_forward(model, batch, layer_input=1)
+        heads, where = answer_attention(model, inner, batch, layer=1, per_head=True)
+        mean, _ = answer_attention(model, inner, batch, layer=1)
+        union, _ = grounding_loss(model, inner, batch, layer=1)
+        per_ref, _ = grounding_loss(model, inner, batch, layer=1, referent_families=["relation"])
+    torch.testing.assert_close(heads.mean(dim=1), mean)
+    expected = []
+    for row, (b, seg) in zip(heads, where):
+        fam, refs = batch["families"][b][seg - 1], batch["referent_evidence"][b][seg - 1]
+        if fam == "relation":  # head 0 on the shape asked about, head 1 on the one it is compared with
+            expected.append(-(torch.log(row[0, refs[0]].sum() + 1e-6) + torch.log(row[1, refs[1]].sum() + 1e-6)) / 2)
+        elif batch["evidence"][b][seg - 1]:
+            expected.append(-torch.log(row.mean(dim=0)[batch["evidence"][b][seg - 1]].sum() + 1e-6))
+    torch.testing.assert_close(per_ref, torch.stack(expected).mean())
+    assert not torch.isclose(per_ref, union)
+
+
+def test_language_step_referent_grounding_trains_the_layer():
+    model, processor = build_backbone(TINY, seed=1)
+    model.model.vision_tower.requires_grad_(False)
+    packer = QAPacker(processor, TINY.num_patches)
+    phase = Phase(1, 2, 3, family_weights={"relation": 1.0})
+    batch = make_batch(Curriculum([phase], stage=2, questions_per_image=2).images(0, 2), processor, packer)
+    out = language_step(model, None, batch, ground_weight=1.0, ground_layer=1, ground_referents=["relation"])
+    out.loss.backward()
+    assert out.metrics["loss"] > out.metrics["lm_loss"] and 0 < out.metrics["evidence_mass"] < 1
+    attn = model.model.language_model.layers[1].self_attn
+    assert attn.q_proj.weight.grad.abs().sum() > 0 and attn.k_proj.weight.grad.abs().sum() > 0
