@@ -167,7 +167,7 @@ class PretrainJobConfig:
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
-        from stepprune.data.synthvqa.config import DEFAULT_FAMILY_WEIGHTS
+        from stepprune.data.synthvqa.config import check_families
         from stepprune.data.synthvqa.vocab import IMAGE_SIZE, PATCH_SIZE
 
         if (self.arch.image_size, self.arch.patch_size) != (IMAGE_SIZE, PATCH_SIZE):
@@ -182,10 +182,7 @@ class PretrainJobConfig:
             raise ValueError("loop.val_every must be a positive multiple of loop.report_every")
         if not 0 <= self.stage2.ground_layer < self.arch.text_layers:
             raise ValueError(f"stage2.ground_layer must be a decoder layer (0..{self.arch.text_layers - 1})")
-        unknown = set(self.stage2.ground_referents) - set(DEFAULT_FAMILY_WEIGHTS)
-        if unknown:
-            raise ValueError(f"stage2.ground_referents: unknown families {sorted(unknown)}; "
-                             f"known: {sorted(DEFAULT_FAMILY_WEIGHTS)}")
+        check_families(self.stage2.ground_referents, "stage2.ground_referents")
         if self.stage1.batch_size < 1 or self.stage2.batch_size < 1:
             raise ValueError("stage batch sizes must be >= 1")
         if sum(p.steps for p in self.stage1.phases) + sum(p.steps for p in self.stage2.phases) < 1:

@@ -56,7 +56,7 @@ def test_overrides_and_errors():
     with pytest.raises(ConfigError, match=r"stage2.loss_per: 'image' is not one of \['token', 'question'\]"):
         load(PretrainJobConfig, None, ["stage2.loss_per=image"])
     assert load(PretrainJobConfig, None, ["stage2.loss_per=question"]).stage2.loss_per == "question"
-    with pytest.raises(ConfigError, match=r"stage2.ground_referents: unknown families \['left'\]"):
+    with pytest.raises(ConfigError, match=r"stage2.ground_referents: unknown question families \['left'\]"):
         load(PretrainJobConfig, None, ["stage2.ground_referents=[relation, left]"])
     assert load(PretrainJobConfig, None, ["stage2.ground_referents=[relation]"]).stage2.ground_referents == [
         "relation"]

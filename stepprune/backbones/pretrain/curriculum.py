@@ -15,8 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from stepprune.data.synthvqa.config import SynthVQAConfig
-from stepprune.data.synthvqa.questions import FAMILIES
+from stepprune.data.synthvqa.config import SynthVQAConfig, check_families
 
 # Each (stage, phase) draws from its own block of train-split indices; a block is far larger than any run.
 _BLOCK = 10_000_000
@@ -55,9 +54,7 @@ class Phase:
         if not 1 <= self.min_objects <= self.max_objects:
             raise ValueError(f"Phase: need 1 <= min_objects <= max_objects, got {self.min_objects}, "
                              f"{self.max_objects}")
-        unknown = sorted(set(self.families) - set(FAMILIES))
-        if unknown:
-            raise ValueError(f"Phase.families: unknown question families {unknown}; known: {sorted(FAMILIES)}")
+        check_families(self.families, "Phase.families")
         if self.family_weights:
             try:  # the generator's own check of the weights (known families, >= 0, one > 0), at config time
                 self.generator(seed=0, questions_per_image=1)

@@ -22,6 +22,17 @@ DEFAULT_FAMILY_WEIGHTS: dict[str, float] = {
 }
 
 
+def check_families(names, field: str) -> None:
+    """Raise ``ValueError`` naming ``field`` and the unknown ones if ``names`` holds a name that is no family.
+
+    The one check every config that names question families uses (generator weights, curriculum phases, the
+    pretraining grounding options), so they agree on what a family is and on the message.
+    """
+    unknown = sorted(set(names) - set(DEFAULT_FAMILY_WEIGHTS))
+    if unknown:
+        raise ValueError(f"{field}: unknown question families {unknown}; known: {sorted(DEFAULT_FAMILY_WEIGHTS)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SynthVQAConfig:
     """How much SynthVQA to generate and what it looks like.
@@ -78,10 +89,7 @@ class SynthVQAConfig:
         if not 0.0 < self.min_visible_fraction <= 1.0:
             raise ValueError(f"SynthVQAConfig.min_visible_fraction must be in (0, 1], "
                              f"got {self.min_visible_fraction}")
-        unknown = set(self.family_weights) - set(DEFAULT_FAMILY_WEIGHTS)
-        if unknown:
-            raise ValueError(f"SynthVQAConfig.family_weights: unknown families {sorted(unknown)}; "
-                             f"known: {sorted(DEFAULT_FAMILY_WEIGHTS)}")
+        check_families(self.family_weights, "SynthVQAConfig.family_weights")
         weights = list(self.family_weights.values())
         if not any(w > 0 for w in weights) or any(w < 0 for w in weights):
             raise ValueError("SynthVQAConfig.family_weights must be >= 0 with at least one > 0")

@@ -56,7 +56,7 @@ def test_phase_family_weights_ask_only_those_families():
     samples = [make_sample(cfg, "train", i) for cfg, i in cur.images(1, 4)]
     fams = [q.family for s in samples for q in s.questions]
     assert set(fams) == {"mc_mmbench", "mc_science"} and len(fams) >= 4 * 6  # (nearly) every slot asks them
-    with pytest.raises(ValueError, match="family_weights: unknown families \\['mcq'\\]"):
+    with pytest.raises(ValueError, match="family_weights: unknown question families \\['mcq'\\]"):
         Phase(3, family_weights={"mcq": 1.0})
     with pytest.raises(ValueError, match="at least one > 0"):
         Phase(3, family_weights={"relation": 0.0})

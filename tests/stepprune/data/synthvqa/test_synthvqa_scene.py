@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from stepprune.data.synthvqa import (
+    DEFAULT_FAMILY_WEIGHTS,
+    FAMILIES,
     Scene,
     SynthVQAConfig,
     analyse,
@@ -110,7 +112,9 @@ def test_complexity_stats_match_the_owner_map(samples):
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="max_objects"):
         SynthVQAConfig(min_objects=5, max_objects=2)
-    with pytest.raises(ValueError, match="unknown families"):
+    with pytest.raises(ValueError, match=r"SynthVQAConfig.family_weights: unknown question families \['nope'\]"):
         SynthVQAConfig(family_weights={"nope": 1.0})
+    # the check names every question maker and nothing else, so configs and generator agree on "a family"
+    assert set(DEFAULT_FAMILY_WEIGHTS) == set(FAMILIES)
     with pytest.raises(ValueError, match="questions_per_image"):
         SynthVQAConfig(questions_per_image=0)
