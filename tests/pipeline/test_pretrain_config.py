@@ -42,6 +42,20 @@ def test_focus_variant_is_the_yes_no_variant_with_focused_draws_and_per_question
     assert var.stage2.phases[-1].max_objects == 20
 
 
+
+def test_referents_variant_is_the_yes_no_variant_grounding_each_referent_over_all_of_stage2():
+    yesno = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_yesno.yaml")
+    var = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_referents.yaml")
+    assert var.output not in (yesno.output, "checkpoints/synthvqa-llava-tiny")
+    assert var.storage.name != yesno.storage.name
+    assert sorted(var.stage2.ground_referents) == ["mc_mmbench", "relation"] and not yesno.stage2.ground_referents
+    assert var.stage2.ground_steps == sum(p.steps for p in var.stage2.phases)  # grounded over the whole stage
+    assert [p.families for p in var.stage2.phases] == [p.families for p in yesno.stage2.phases]
+    weighted = [p.family_weights for p in var.stage2.phases if p.family_weights]
+    assert len(weighted) == 2 and all(w["relation"] > 1 and w["mc_mmbench"] > 1 for w in weighted)
+    assert var.arch == yesno.arch and var.stage1 == yesno.stage1 and var.loop == yesno.loop
+    assert var.stage2.phases[-1].max_objects == 20
+
 def test_overrides_and_errors():
     cfg = load(PretrainJobConfig, None, ["scaling.use_gpu=true", "stage2.phases=[{steps: 3}]"])
     assert cfg.scaling.use_gpu and cfg.stage2.phases[0].steps == 3 and cfg.stage2.phases[0].max_objects == 20
