@@ -19,8 +19,16 @@ def test_committed_recipe_loads():
     assert cfg.total_steps == sum(p.steps for p in cfg.stage1.phases) + sum(p.steps for p in cfg.stage2.phases)
 
 
+def test_first_recipe_is_kept_apart_from_the_committed_checkpoint():
+    first = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_v1.yaml")
+    committed = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone.yaml")
+    assert first.output != committed.output and first.storage.name != committed.storage.name
+    assert first.loop.precision == "fp32" and not first.stage2.ground_referents
+    assert first.arch == committed.arch and first.stage1 == committed.stage1 and first.eval == committed.eval
+
+
 def test_yes_no_variant_differs_only_in_its_phase_and_precision():
-    base = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone.yaml")
+    base = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_v1.yaml")
     var = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_yesno.yaml")
     assert var.output != base.output and var.storage.name != base.storage.name  # never overwrites the committed one
     assert base.loop.precision == "fp32" and var.loop.precision == "bf16"
@@ -42,11 +50,10 @@ def test_focus_variant_is_the_yes_no_variant_with_focused_draws_and_per_question
     assert var.stage2.phases[-1].max_objects == 20
 
 
-
-def test_referents_variant_is_the_yes_no_variant_grounding_each_referent_over_all_of_stage2():
+def test_committed_recipe_is_the_yes_no_variant_grounding_each_referent_over_all_of_stage2():
     yesno = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_yesno.yaml")
-    var = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_referents.yaml")
-    assert var.output not in (yesno.output, "checkpoints/synthvqa-llava-tiny")
+    var = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone.yaml")
+    assert var.output == "checkpoints/synthvqa-llava-tiny" != yesno.output
     assert var.storage.name != yesno.storage.name
     assert sorted(var.stage2.ground_referents) == ["mc_mmbench", "relation"] and not yesno.stage2.ground_referents
     assert var.stage2.ground_steps == sum(p.steps for p in var.stage2.phases)  # grounded over the whole stage
@@ -55,6 +62,7 @@ def test_referents_variant_is_the_yes_no_variant_grounding_each_referent_over_al
     assert len(weighted) == 2 and all(w["relation"] > 1 and w["mc_mmbench"] > 1 for w in weighted)
     assert var.arch == yesno.arch and var.stage1 == yesno.stage1 and var.loop == yesno.loop
     assert var.stage2.phases[-1].max_objects == 20
+
 
 def test_overrides_and_errors():
     cfg = load(PretrainJobConfig, None, ["scaling.use_gpu=true", "stage2.phases=[{steps: 3}]"])
