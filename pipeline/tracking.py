@@ -2,7 +2,8 @@
 
 Rank 0 of a training run and the drivers of jobs log through :class:`MlflowTracker`; other ranks and unit tests get
 :class:`NullTracker`. The default store is a local sqlite database under the run's storage root (MLflow 3's file
-store is in maintenance mode); a tracking URI from the config points at a server instead. A run can be created by
+store is in maintenance mode), with the artifacts of its experiments beside it in ``mlartifacts/``; a tracking URI
+from the config points at a server instead. A run can be created by
 the job driver and re-attached by its training workers (and after a restart) through its run id.
 """
 
@@ -23,6 +24,15 @@ def default_tracking_uri(storage_root: str | Path) -> str:
     root = Path(storage_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment of a local sqlite store keeps its artifacts: ``<db folder>/mlartifacts`` (absolute),
+    so a run's files live beside its database instead of in ``./mlruns`` of whatever directory the process
+    happened to start in (MLflow's default). None (the server decides) for any other URI."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return str(Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts")
 
 
 def _clean(value: Any) -> Any:
@@ -108,8 +118,9 @@ class MlflowTracker:
         self.run_id = run_id
 
     def _create_experiment(self, name: str) -> str:
+        root = artifact_root(self.uri)
         try:
-            return self.client.create_experiment(name)
+            return self.client.create_experiment(name, artifact_location=None if root is None else f"{root}/{name}")
         except Exception:  # another process created it first
             return self.client.get_experiment_by_name(name).experiment_id
 

@@ -29,6 +29,19 @@ def test_mlflow_run_logs_params_metrics_and_artifacts(tmp_path):
     assert len(c.get_metric_history(t.run_id, "loss")) == 3
 
 
+def test_a_local_store_keeps_artifacts_beside_its_database_not_in_the_working_directory(tmp_path, monkeypatch):
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    uri = default_tracking_uri(tmp_path / "runs")
+    t = MlflowTracker(uri, "exp", run_name="r1")
+    t.log_text("hello", "notes/a.txt")
+    t.close()
+    assert (tmp_path / "runs" / "mlartifacts" / "exp" / t.run_id / "artifacts" / "notes" / "a.txt").read_text() == "hello"
+    assert list(cwd.iterdir()) == []  # MLflow's default would have made ./mlruns here
+    assert MlflowClient(uri).get_experiment_by_name("exp").artifact_location.endswith("runs/mlartifacts/exp")
+
+
 def test_null_tracker_accepts_everything():
     t = NullTracker()
     t.log_params({"a": 1})
