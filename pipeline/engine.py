@@ -11,6 +11,7 @@ is a client ``torch.optim.AdamW`` (no fused-Adam build needed) and the scheduler
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -106,6 +107,14 @@ class Engine:
 
     def forward(self, *args, **kwargs):
         return self.engine(*args, **kwargs)
+
+    def autocast(self, device: torch.device):
+        """The mixed-precision context for :meth:`forward`. DeepSpeed keeps the method's weights in bf16 itself
+        (its ``bf16`` section) and turns torch autocast off inside its engine, so it gets none; DDP on a GPU gets
+        bf16 autocast when bf16 is on."""
+        if self.kind == "ddp" and device.type == "cuda" and use_bf16(self.cfg):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
         if self.kind == "deepspeed":

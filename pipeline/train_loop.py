@@ -29,34 +29,12 @@ import stepprune
 from pipeline.config import TrainJobConfig
 from pipeline.config_loader import from_dict
 from pipeline.data import rows_to_batch
-from pipeline.engine import Engine, use_bf16
+from pipeline.engine import Engine
+from pipeline.model import build_model
 from pipeline.tracking import MlflowTracker, NullTracker, log_histogram
 from stepprune.checkpoint import save_checkpoint
 
 STATE_FILE = "trainer_state.json"
-
-
-def method_config(cfg: TrainJobConfig) -> dict[str, Any]:
-    """The method's config with the run length filled in (schedules such as StepPrune's alpha/beta need it)."""
-    values = dict(cfg.method.config)
-    fields = {f for f in stepprune.method_class(cfg.method.name).config_class.__dataclass_fields__}
-    if "total_steps" in fields:
-        values.setdefault("total_steps", cfg.train.max_steps)
-    return values
-
-
-def build_model(cfg: TrainJobConfig, device: torch.device) -> stepprune.PrunedVLM:
-    """Frozen backbone + trainable method on ``device``."""
-    dtype = cfg.backbone.dtype
-    if dtype == "auto":
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    adapter = stepprune.load_backbone(cfg.backbone.path, device=device, dtype=dtype,
-                                      attn_implementation=cfg.backbone.attn_implementation,
-                                      trust_remote_code=cfg.backbone.trust_remote_code)
-    method = stepprune.build_method(cfg.method.name, method_config(cfg))
-    if hasattr(method, "bind"):
-        method.bind(adapter)
-    return stepprune.PrunedVLM(adapter, method)
 
 
 def _scalar_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -154,7 +132,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     window_scalars: dict[str, list[float]] = {}
     window_lists: dict[str, list[float]] = {}
     t_window, samples_window = time.perf_counter(), 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16(cfg) and device.type == "cuda" else None
     while step < cfg.train.max_steps:
         skip = micro_in_epoch
         for batch in shard.iter_batches(batch_size=cfg.train.micro_batch_size, batch_format="numpy",
@@ -164,10 +141,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 continue
             packed = rows_to_batch(batch, pad)
             prompt = adapter.finish(packed["encoded"], packed["ids"])
-            if autocast is not None:
-                with autocast:
-                    out = engine.forward(prompt, step)
-            else:
+            with engine.autocast(device):
                 out = engine.forward(prompt, step)
             engine.backward(out.loss)
             micro_in_epoch += 1

@@ -9,7 +9,7 @@ import stepprune
 from pipeline.config import TrainJobConfig
 from pipeline.config_loader import load
 from pipeline.engine import Engine
-from pipeline.train_loop import build_model, method_config
+from pipeline.model import build_model, method_config
 from stepprune.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import PROMPTS, make_images
 from tests.pipeline.train_fixtures import TINY_SELECTOR

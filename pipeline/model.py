@@ -1,0 +1,48 @@
+"""The model a training job trains: the frozen backbone plus the trainable method, built from the job config.
+
+Ray-free, so that the training loop (:mod:`pipeline.train_loop`) and the single-process throughput benchmark
+(:mod:`pipeline.train_bench`) build exactly the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import stepprune
+from pipeline.config import TrainJobConfig
+
+
+def method_config(cfg: TrainJobConfig) -> dict[str, Any]:
+    """The method's config with the run length filled in (schedules such as StepPrune's alpha/beta need it)."""
+    values = dict(cfg.method.config)
+    fields = {f for f in stepprune.method_class(cfg.method.name).config_class.__dataclass_fields__}
+    if "total_steps" in fields:
+        values.setdefault("total_steps", cfg.train.max_steps)
+    return values
+
+
+def backbone_dtype(cfg: TrainJobConfig, device: torch.device) -> torch.dtype | str:
+    """``backbone.dtype``, with ``"auto"`` resolved: bf16 on GPU, fp32 on CPU."""
+    if cfg.backbone.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return cfg.backbone.dtype
+
+
+def build_model(cfg: TrainJobConfig, device: torch.device,
+                adapter: stepprune.BackboneAdapter | None = None) -> stepprune.PrunedVLM:
+    """Frozen backbone + trainable method on ``device``.
+
+    Args:
+        adapter: an already built backbone (the benchmark's random-weight real-size model); by default the one
+            saved under ``backbone.path`` is loaded.
+    """
+    if adapter is None:
+        adapter = stepprune.load_backbone(cfg.backbone.path, device=device, dtype=backbone_dtype(cfg, device),
+                                          attn_implementation=cfg.backbone.attn_implementation,
+                                          trust_remote_code=cfg.backbone.trust_remote_code)
+    method = stepprune.build_method(cfg.method.name, method_config(cfg))
+    if hasattr(method, "bind"):
+        method.bind(adapter)
+    return stepprune.PrunedVLM(adapter, method)
