@@ -178,9 +178,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     if "K" in lists_all and checkpoint_now:
                         log_histogram(tracker, lists_all["K"], f"plots/k_hist_step{step:06d}.png",
                                       f"K at step {step}", "visual tokens kept (K)")
-                    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("loss", "lm_loss", "aux_loss", "K_mean",
-                                                                         "lr", "samples_per_s", "val_accuracy",
-                                                                         "val_K_mean") if k in metrics)
+                    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in (
+                        "loss", "lm_loss", "aux_loss", "K_mean", "text_effect", "question_effect", "lr",
+                        "samples_per_s", "val_accuracy", "val_K_mean") if k in metrics)
                     print(f"[train] step {step}/{cfg.train.max_steps} {shown}", flush=True)
                 if checkpoint_now:
                     with tempfile.TemporaryDirectory() as tmp:

@@ -115,9 +115,39 @@ class StepPrune(BackboneBoundMethod):
 
     # ------------------------------------------------------------------------------------------- shared
     def _memory(self, ctx: SelectionContext, alpha: float) -> Memory:
+        return self.decoder.memory(self._encode(ctx, alpha)[0])
+
+    def _encode(self, ctx: SelectionContext, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Encoder output H_v (B, N, d), and the question embeddings (B, Lq, D) with their (B, Lq) mask."""
         text, text_mask = ctx.question_embeds()
-        h_v = self.encoder(ctx.vision.tokens, ctx.vision.token_mask, text, text_mask, alpha)
-        return self.decoder.memory(h_v)
+        return self.encoder(ctx.vision.tokens, ctx.vision.token_mask, text, text_mask, alpha), text, text_mask
+
+    @torch.no_grad()
+    def text_effects(self, ctx: SelectionContext, h_v: Tensor, text: Tensor, text_mask: Tensor,
+                     alpha: float) -> dict[str, Tensor]:
+        """How much the question moves the memory H_v (B, N, d), as relative Frobenius distances over the valid
+        image rows (0-dim tensors):
+
+        * ``text_effect``: against no question, ||H_v - H_v(alpha = 0)|| / ||H_v(alpha = 0)||;
+        * ``question_effect``: against the next sample's question on the same image (the batch rolled by one;
+          only for B > 1), ||H_v - H_v(q_{b+1})|| / ||H_v||.
+
+        A text_effect well above question_effect means the text acts as a constant bias; question_effect near 0
+        means the selection cannot depend on which question is asked.
+        """
+        x, mask = ctx.vision.tokens, ctx.vision.token_mask
+        w = mask[..., None].to(h_v.dtype)
+        h_v = h_v.detach()
+
+        def dist(other: Tensor, ref: Tensor) -> Tensor:
+            return ((h_v - other) * w).norm() / (ref * w).norm().clamp_min(1e-12)
+
+        h0 = self.encoder(x, mask, text, text_mask, 0.0)
+        out = {"text_effect": dist(h0, h0)}
+        if h_v.shape[0] > 1:
+            swapped = self.encoder(x, mask, text.roll(1, 0), text_mask.roll(1, 0), alpha)
+            out["question_effect"] = dist(swapped, h_v)
+        return out
 
     def _rollout(self, ctx: SelectionContext, mem: Memory, train: bool) -> Rollout:
         c = self.config
@@ -212,7 +242,8 @@ class StepPrune(BackboneBoundMethod):
         alpha, beta, lam = self.schedules.alpha(step), self.schedules.beta(step), self.schedules.lam(step)
         vision = ctx.vision
         mask, n = vision.token_mask, vision.num_tokens
-        mem = self._memory(ctx, alpha)
+        h_v, text, text_mask = self._encode(ctx, alpha)
+        mem = self.decoder.memory(h_v)
         ro = self._rollout(ctx, mem, train=True)
         p, alive, k_hat, s = self.soft_scores(ro, mask)
         budget = self.kbar.budget(n, ro.count if c.per_sample_k else None)
@@ -230,6 +261,7 @@ class StepPrune(BackboneBoundMethod):
 
         length = length_term(ro.count, k_hat, n).mean()
         metrics = self._metrics(ro, p, alive, k_hat, g, budget, mask, n, length, alpha, beta, lam)
+        metrics.update(self.text_effects(ctx, h_v, text, text_mask, alpha))
         self.kbar.update(ro.count)
         order = self._sorted_selection(ro)
         self.last_diagnostics = {"count": ro.count, "selection": order, "selection_order": ro.selection,

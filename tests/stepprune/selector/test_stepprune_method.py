@@ -9,6 +9,7 @@ import torch
 
 import stepprune
 from stepprune.selector import StepPrune, StepPruneConfig
+from tests.conftest import make_images
 
 
 def _method(adapter, seed=0, **cfg):
@@ -119,13 +120,32 @@ def test_train_forward_returns_all_tokens_and_metrics(qwen, make_batch, make_con
     assert out.visual.embeds.shape == (2, 144, 32)
     assert torch.equal(out.visual.source_index[0], torch.arange(144)) and out.visual.count.tolist() == [144, 144]
     for key in ("K_mean", "K_std", "kbar", "K_minus_Khat", "p1_stop", "pointer_entropy", "overlap", "alpha",
-                "beta", "lambda", "frac_capped", "g_std", "log_prob"):
+                "beta", "lambda", "frac_capped", "g_std", "log_prob", "text_effect", "question_effect"):
         assert key in out.metrics and torch.isfinite(torch.as_tensor(out.metrics[key])).all(), key
     assert float(out.metrics["alpha"]) == 0.0 and float(out.metrics["beta"]) == pytest.approx(0.2)
+    assert float(out.metrics["text_effect"]) == 0.0  # alpha = 0 at step 0: the question's content cannot enter yet
     assert 0.0 <= float(out.metrics["overlap"]) <= 1.0
     # k_bar moved from K_max towards the batch mean
     expected = 0.9 * small["k_max"] + 0.1 * float(out.metrics["K_mean"])
     assert float(m.kbar.value) == pytest.approx(expected)
+
+
+def test_text_and_question_effects_measure_how_far_the_question_moves_the_memory(llava, make_batch, make_context,
+                                                                                 small):
+    m = _method(llava, **small)
+    ctx = make_context(llava, make_batch(llava, 2))
+    before = m.train_forward(ctx, step=50).metrics  # alpha = 1 by then
+    assert float(before["text_effect"]) > 0 and float(before["question_effect"]) > 0
+    with torch.no_grad():  # a stronger text projection moves the memory further
+        m.encoder.text_proj.weight.mul_(50)
+    after = m.train_forward(ctx, step=50).metrics
+    for key in ("text_effect", "question_effect"):
+        assert float(after[key]) > float(before[key]), key
+    same = llava.prepare(make_images(2, seed=5), ["What color is the square?"] * 2, ["red", "red"])
+    same_q = m.train_forward(make_context(llava, same), step=50).metrics  # swapping in the same question
+    assert float(same_q["text_effect"]) > 0 and float(same_q["question_effect"]) == 0.0
+    single = m.train_forward(make_context(llava, make_batch(llava, 1)), step=50).metrics
+    assert "text_effect" in single and "question_effect" not in single  # no other question to swap in
 
 
 def test_training_without_total_steps_fails_clearly(llava, make_batch, make_context, small):
