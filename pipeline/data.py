@@ -117,6 +117,22 @@ def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | 
         records = records[:max_samples]
     items = [{"row": i, "record": json.dumps(r)} for i, r in enumerate(records)]
     n_blocks = max(1, min(64, len(items) // 200))
+    # The shards keep the corpus order. Without this, Ray Data emits blocks in task-completion order, so two
+    # preparations of the same corpus gave differently ordered shards and two otherwise identical training runs
+    # diverged once they reached the first reordered rows.
+    ctx = ray.data.DataContext.get_current()
+    keep_order = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    try:
+        return _write_shards(corpus, image_folder, out_dir, items, records, n_blocks, max_bad_records,
+                             rows_per_shard)
+    finally:
+        ctx.execution_options.preserve_order = keep_order
+
+
+def _write_shards(corpus: Path, image_folder: str | Path, out_dir: str | Path, items: list[dict[str, Any]],
+                  records: list[Any], n_blocks: int, max_bad_records: int, rows_per_shard: int) -> dict[str, Any]:
+    """:func:`prepare_shards` after the corpus is read: pack, count the bad rows, write the shards in order."""
     ds = ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
         _pack_batch, fn_kwargs={"image_folder": str(image_folder)}, batch_size=64, batch_format="numpy")
     ds = ds.materialize()

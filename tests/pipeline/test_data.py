@@ -50,3 +50,25 @@ def test_training_dataset_streams_tokenised_rows(ray_session, tmp_path, tiny_lla
     lab = prompt.labels[prompt.labels != -100]
     assert (lab == llava.tokenizer.eos_token_id).sum() == 2 * prompt.batch_size  # two answers per conversation
     assert prompt.question_mask.sum(1).min() > 0
+
+
+def test_shards_keep_the_corpus_order_across_many_blocks(ray_session, tmp_path):
+    # Enough records for several Ray Data blocks (one per 200); the first block's images are large, so its tasks
+    # finish last. Before the fix, rows came out in task-completion order and two preparations of one corpus
+    # could differ, which made identical training runs diverge.
+    import json
+
+    from tests.conftest import make_images
+
+    folder = tmp_path / "c"
+    (folder / "images").mkdir(parents=True)
+    make_images(1, seed=3, size=(640, 640))[0].save(folder / "images" / "big.png")
+    make_images(1, seed=4, size=(8, 8))[0].save(folder / "images" / "small.png")
+    records = [{"id": f"r{i:04d}", "image": "images/big.png" if i < 200 else "images/small.png",
+                "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": str(i)}]}
+               for i in range(800)]
+    (folder / "corpus.json").write_text(json.dumps(records))
+    prepare_shards(folder / "corpus.json", folder, tmp_path / "shards", rows_per_shard=300)
+    files = sorted((tmp_path / "shards").glob("*.parquet"))
+    assert len(files) == 3
+    assert [i for f in files for i in pq.read_table(f, columns=["id"])["id"].to_pylist()] == [r["id"] for r in records]
