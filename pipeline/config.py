@@ -44,6 +44,8 @@ class DataConfig:
         max_samples: use only the first N conversations (None = all).
         rows_per_shard: Parquet rows per output file.
         preprocess_batch_size: rows per ``map_batches`` call when decoding and tokenising.
+        shuffle_seed: the shards hold the corpus in this seed's random row order, and training reads their blocks
+            in a random order from the same seed; both deterministic, so a resumed run sees the same stream.
         synthvqa: when set and ``corpus`` is missing, generate SynthVQA first (the embedded default).
     """
 

@@ -97,8 +97,12 @@ def _to_shard_table(batch: dict[str, np.ndarray]) -> pa.Table:
 
 def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | Path, *,
                    max_bad_records: int = 0, max_samples: int | None = None,
-                   rows_per_shard: int = 1000) -> dict[str, Any]:
+                   rows_per_shard: int = 1000, shuffle_seed: int | None = None) -> dict[str, Any]:
     """Packs a LLaVA-Instruct corpus into Parquet shards. Returns the manifest it also writes.
+
+    The shards hold the records in corpus order, or with ``shuffle_seed`` in that seed's random permutation of
+    it (after ``max_samples``), so that a training run reading them front to back sees a random sample of the
+    whole corpus. Either order is deterministic. Error messages keep the corpus row numbers.
 
     Raises:
         DataError: more than ``max_bad_records`` bad records; the message names each (file, row, id, field).
@@ -115,9 +119,11 @@ def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | 
         raise ValueError(f"{corpus}: the LLaVA-Instruct format is a JSON list of records")
     if max_samples is not None:
         records = records[:max_samples]
-    items = [{"row": i, "record": json.dumps(r)} for i, r in enumerate(records)]
+    order = range(len(records)) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(
+        len(records)).tolist()
+    items = [{"row": i, "record": json.dumps(records[i])} for i in order]
     n_blocks = max(1, min(64, len(items) // 200))
-    # The shards keep the corpus order. Without this, Ray Data emits blocks in task-completion order, so two
+    # The shards keep the order of ``items``. Without this, Ray Data emits blocks in task-completion order, so two
     # preparations of the same corpus gave differently ordered shards and two otherwise identical training runs
     # diverged once they reached the first reordered rows.
     ctx = ray.data.DataContext.get_current()
@@ -125,13 +131,14 @@ def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | 
     ctx.execution_options.preserve_order = True
     try:
         return _write_shards(corpus, image_folder, out_dir, items, records, n_blocks, max_bad_records,
-                             rows_per_shard)
+                             rows_per_shard, shuffle_seed)
     finally:
         ctx.execution_options.preserve_order = keep_order
 
 
 def _write_shards(corpus: Path, image_folder: str | Path, out_dir: str | Path, items: list[dict[str, Any]],
-                  records: list[Any], n_blocks: int, max_bad_records: int, rows_per_shard: int) -> dict[str, Any]:
+                  records: list[Any], n_blocks: int, max_bad_records: int, rows_per_shard: int,
+                  shuffle_seed: int | None) -> dict[str, Any]:
     """:func:`prepare_shards` after the corpus is read: pack, count the bad rows, write the shards in order."""
     ds = ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
         _pack_batch, fn_kwargs={"image_folder": str(image_folder)}, batch_size=64, batch_format="numpy")
@@ -151,7 +158,8 @@ def _write_shards(corpus: Path, image_folder: str | Path, out_dir: str | Path, i
     good.repartition(max(1, (len(items) - len(bad) + rows_per_shard - 1) // rows_per_shard)).write_parquet(
         str(out))
     manifest = {"corpus": str(corpus), "image_folder": str(image_folder), "records": len(records),
-                "written": len(records) - len(bad), "bad": [dict(b) for b in bad], "schema": SHARD_SCHEMA.to_string()}
+                "written": len(records) - len(bad), "bad": [dict(b) for b in bad], "shuffle_seed": shuffle_seed,
+                "schema": SHARD_SCHEMA.to_string()}
     (out / "_manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

@@ -88,15 +88,18 @@ def ensure_data(cfg: TrainJobConfig) -> dict[str, Any]:
                                                n_test_images=d.synthvqa.n_test_images))
         print(f"[data] generated in {time.perf_counter() - t0:.0f} s", flush=True)
     manifest_file = Path(d.shards) / "_manifest.json"
+    # "order" re-packs shards written before they kept a deterministic (seeded) order.
     stamp = {"corpus": str(corpus), "max_samples": d.max_samples,
-             "corpus_mtime": corpus.stat().st_mtime if corpus.exists() else None}
+             "corpus_mtime": corpus.stat().st_mtime if corpus.exists() else None,
+             "order": f"shuffled:{d.shuffle_seed}"}
     if manifest_file.exists():
         manifest = json.loads(manifest_file.read_text())
         if manifest.get("stamp") == stamp:
             return manifest
     print(f"[data] packing {corpus} into Parquet shards at {d.shards}", flush=True)
     manifest = prepare_shards(corpus, d.image_folder, d.shards, max_bad_records=d.max_bad_records,
-                              max_samples=d.max_samples, rows_per_shard=d.rows_per_shard)
+                              max_samples=d.max_samples, rows_per_shard=d.rows_per_shard,
+                              shuffle_seed=d.shuffle_seed)
     manifest["stamp"] = stamp
     manifest_file.write_text(json.dumps(manifest, indent=2))
     return manifest
