@@ -130,14 +130,14 @@ def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | 
     keep_order = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True
     try:
-        return _write_shards(corpus, image_folder, out_dir, items, records, n_blocks, max_bad_records,
-                             rows_per_shard, shuffle_seed)
+        return _write_shards(corpus, image_folder, out_dir, items, n_blocks, max_bad_records, rows_per_shard,
+                             shuffle_seed)
     finally:
         ctx.execution_options.preserve_order = keep_order
 
 
 def _write_shards(corpus: Path, image_folder: str | Path, out_dir: str | Path, items: list[dict[str, Any]],
-                  records: list[Any], n_blocks: int, max_bad_records: int, rows_per_shard: int,
+                  n_blocks: int, max_bad_records: int, rows_per_shard: int,
                   shuffle_seed: int | None) -> dict[str, Any]:
     """:func:`prepare_shards` after the corpus is read: pack, count the bad rows, write the shards in order."""
     ds = ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
@@ -157,8 +157,8 @@ def _write_shards(corpus: Path, image_folder: str | Path, out_dir: str | Path, i
         old.unlink()
     good.repartition(max(1, (len(items) - len(bad) + rows_per_shard - 1) // rows_per_shard)).write_parquet(
         str(out))
-    manifest = {"corpus": str(corpus), "image_folder": str(image_folder), "records": len(records),
-                "written": len(records) - len(bad), "bad": [dict(b) for b in bad], "shuffle_seed": shuffle_seed,
+    manifest = {"corpus": str(corpus), "image_folder": str(image_folder), "records": len(items),
+                "written": len(items) - len(bad), "bad": [dict(b) for b in bad], "shuffle_seed": shuffle_seed,
                 "schema": SHARD_SCHEMA.to_string()}
     (out / "_manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest

@@ -23,11 +23,11 @@ def method_config(cfg: TrainJobConfig) -> dict[str, Any]:
     return values
 
 
-def backbone_dtype(cfg: TrainJobConfig, device: torch.device) -> torch.dtype | str:
-    """``backbone.dtype``, with ``"auto"`` resolved: bf16 on GPU, fp32 on CPU."""
+def backbone_dtype(cfg: TrainJobConfig, device: torch.device) -> torch.dtype:
+    """``backbone.dtype`` as a torch dtype, with ``"auto"`` resolved: bf16 on GPU, fp32 on CPU."""
     if cfg.backbone.dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return cfg.backbone.dtype
+    return getattr(torch, cfg.backbone.dtype)
 
 
 def build_model(cfg: TrainJobConfig, device: torch.device,

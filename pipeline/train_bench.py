@@ -2,8 +2,8 @@
 
 It times exactly what one Ray Train worker of ``jobs/train.py`` runs per micro-batch: the job's model
 (:func:`pipeline.model.build_model`: frozen backbone, trainable method) wrapped in the job's engine
-(:class:`pipeline.engine.Engine`: DeepSpeed ZeRO with the job's DeepSpeed JSON, or DDP), under bf16 autocast on
-GPU, forward + backward + optimizer step. It leaves out what the job overlaps with training on other processes
+(:class:`pipeline.engine.Engine`: DeepSpeed ZeRO with the job's DeepSpeed JSON, or DDP) in the engine's precision
+context, forward + backward + optimizer step. It leaves out what the job overlaps with training on other processes
 (Ray Data's decoding and tokenising: the batches here are prepared before the clock starts) and Ray's reporting.
 
 The batches are SynthVQA training conversations (generated in memory, seeded), tokenised by the backbone's own
@@ -65,9 +65,8 @@ def random_backbone(name: str, cfg: TrainJobConfig, device: torch.device):
     ``"llava15_7b"``) on ``device``, in the job's backbone dtype (``"auto"``: bf16 on GPU, fp32 on CPU)."""
     from stepprune.efficiency.backbones import build_adapter, real_config
 
-    dtype = backbone_dtype(cfg, device)
-    return build_adapter(real_config(name), device=device, dtype=getattr(torch, dtype) if isinstance(dtype, str)
-                         else dtype, attn_implementation=cfg.backbone.attn_implementation, seed=cfg.train.seed)
+    return build_adapter(real_config(name), device=device, dtype=backbone_dtype(cfg, device),
+                         attn_implementation=cfg.backbone.attn_implementation, seed=cfg.train.seed)
 
 
 def _free_port() -> int:

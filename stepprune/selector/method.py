@@ -142,7 +142,8 @@ class StepPrune(BackboneBoundMethod):
         def dist(other: Tensor, ref: Tensor) -> Tensor:
             return ((h_v - other) * w).norm() / (ref * w).norm().clamp_min(1e-12)
 
-        h0 = self.encoder(x, mask, text, text_mask, 0.0)
+        # At alpha = 0 (the start of the text-gate warm-up) H_v already is the no-question memory.
+        h0 = h_v if alpha == 0 else self.encoder(x, mask, text, text_mask, 0.0)
         out = {"text_effect": dist(h0, h0)}
         if h_v.shape[0] > 1:
             swapped = self.encoder(x, mask, text.roll(1, 0), text_mask.roll(1, 0), alpha)
