@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 from PIL import Image
 
@@ -86,13 +87,33 @@ def _pack_batch(batch: dict[str, np.ndarray], image_folder: str) -> dict[str, np
         out["image"].append(b"" if error else blob)
         out["conversations"].append("" if error else json.dumps(record["conversations"]))
         out["error"].append(error)
-    return {k: np.array(v, dtype=object if k in ("image", "id", "conversations", "error") else np.int64)
-            for k, v in out.items()}
+    packed = {k: np.array(v, dtype=object if k in ("image", "id", "conversations", "error") else np.int64)
+              for k, v in out.items()}
+    return {"pos": batch["pos"], **packed}
 
 
-def _to_shard_table(batch: dict[str, np.ndarray]) -> pa.Table:
-    return pa.table({name: pa.array(list(batch[name]), type=SHARD_SCHEMA.field(name).type)
-                     for name in SHARD_SCHEMA.names}, schema=SHARD_SCHEMA)
+def _write_runs(batch: dict[str, np.ndarray], out_dir: str) -> dict[str, np.ndarray]:
+    """map_batches UDF: writes the batch's good rows as Parquet, one file per run of consecutive positions.
+
+    A file is named for the first position of its run and holds the run's rows in position order. Runs are
+    intervals that no other batch shares, so the files in name order hold the rows in position order however
+    Ray split, merged or scheduled the blocks. Rows still carry the bad ones, so that a bad row does not split a
+    run. Returns one row per file written (its first position and row count).
+    """
+    pos = np.asarray(batch["pos"], dtype=np.int64)
+    order = np.argsort(pos, kind="stable")
+    starts = [0] + [i for i in range(1, len(order)) if pos[order[i]] != pos[order[i - 1]] + 1]
+    first, rows = [], []
+    for a, b in zip(starts, starts[1:] + [len(order)]):
+        keep = [i for i in order[a:b] if batch["error"][i] == ""]
+        if not keep:
+            continue
+        table = pa.table({name: pa.array([batch[name][i] for i in keep], type=SHARD_SCHEMA.field(name).type)
+                          for name in SHARD_SCHEMA.names}, schema=SHARD_SCHEMA)
+        pq.write_table(table, str(Path(out_dir) / f"part-{int(pos[order[a]]):012d}.parquet"))
+        first.append(int(pos[order[a]]))
+        rows.append(len(keep))
+    return {"first": np.array(first, dtype=np.int64), "rows": np.array(rows, dtype=np.int64)}
 
 
 def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | Path, *,
@@ -121,27 +142,22 @@ def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | 
         records = records[:max_samples]
     order = range(len(records)) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(
         len(records)).tolist()
-    items = [{"row": i, "record": json.dumps(records[i])} for i in order]
-    n_blocks = max(1, min(64, len(items) // 200))
-    # The shards keep the order of ``items``. Without this, Ray Data emits blocks in task-completion order, so two
-    # preparations of the same corpus gave differently ordered shards and two otherwise identical training runs
-    # diverged once they reached the first reordered rows.
-    ctx = ray.data.DataContext.get_current()
-    keep_order = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True
-    try:
-        return _write_shards(corpus, image_folder, out_dir, items, n_blocks, max_bad_records, rows_per_shard,
-                             shuffle_seed)
-    finally:
-        ctx.execution_options.preserve_order = keep_order
+    # ``pos`` is each row's place in the shards. Rows are written by position (see :func:`_write_shard`), never
+    # in Ray's task-completion order, which made two preparations of one corpus differ and two otherwise
+    # identical training runs diverge once they reached the first reordered rows.
+    items = [{"pos": pos, "row": i, "record": json.dumps(records[i])} for pos, i in enumerate(order)]
+    # One block per shard: each block is a run of consecutive positions and becomes one file (or a few, where
+    # Ray splits an output block larger than its target block size).
+    n_blocks = max(1, (len(items) + rows_per_shard - 1) // rows_per_shard)
+    return _write_shards(corpus, image_folder, out_dir, items, n_blocks, max_bad_records, shuffle_seed)
 
 
 def _write_shards(corpus: Path, image_folder: str | Path, out_dir: str | Path, items: list[dict[str, Any]],
-                  n_blocks: int, max_bad_records: int, rows_per_shard: int,
-                  shuffle_seed: int | None) -> dict[str, Any]:
-    """:func:`prepare_shards` after the corpus is read: pack, count the bad rows, write the shards in order."""
+                  n_blocks: int, max_bad_records: int, shuffle_seed: int | None) -> dict[str, Any]:
+    """:func:`prepare_shards` after the corpus is read: pack, count the bad rows, write the shards by position."""
+    # batch_size=None: a whole block per task, so that small blocks are not coalesced into one shard.
     ds = ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
-        _pack_batch, fn_kwargs={"image_folder": str(image_folder)}, batch_size=64, batch_format="numpy")
+        _pack_batch, fn_kwargs={"image_folder": str(image_folder)}, batch_size=None, batch_format="numpy")
     ds = ds.materialize()
     bad = ds.filter(lambda r: r["error"] != "").select_columns(["row", "id", "error"]).take_all()
     bad.sort(key=lambda r: r["row"])
@@ -150,13 +166,16 @@ def _write_shards(corpus: Path, image_folder: str | Path, out_dir: str | Path, i
     if len(bad) > max_bad_records:
         listed = "\n".join(f"  {corpus}: row {b['row']} (id {b['id']!r}): {b['error']}" for b in bad[:20])
         raise DataError(f"{len(bad)} bad records exceed data.max_bad_records={max_bad_records}:\n{listed}")
-    good = ds.filter(lambda r: r["error"] == "").map_batches(_to_shard_table, batch_format="numpy")
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.parquet"):
         old.unlink()
-    good.repartition(max(1, (len(items) - len(bad) + rows_per_shard - 1) // rows_per_shard)).write_parquet(
-        str(out))
+    # ``out`` must be visible to every node (a shared filesystem on a cluster).
+    files = ds.map_batches(_write_runs, fn_kwargs={"out_dir": str(out)}, batch_size=None,
+                           batch_format="numpy").take_all()
+    written = sum(int(f["rows"]) for f in files)
+    if written != len(items) - len(bad):
+        raise RuntimeError(f"{out}: wrote {written} rows, expected {len(items) - len(bad)}")
     manifest = {"corpus": str(corpus), "image_folder": str(image_folder), "records": len(items),
                 "written": len(items) - len(bad), "bad": [dict(b) for b in bad], "shuffle_seed": shuffle_seed,
                 "schema": SHARD_SCHEMA.to_string()}

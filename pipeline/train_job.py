@@ -88,10 +88,11 @@ def ensure_data(cfg: TrainJobConfig) -> dict[str, Any]:
                                                n_test_images=d.synthvqa.n_test_images))
         print(f"[data] generated in {time.perf_counter() - t0:.0f} s", flush=True)
     manifest_file = Path(d.shards) / "_manifest.json"
-    # "order" re-packs shards written before they kept a deterministic (seeded) order.
+    # "order" re-packs shards written before they kept a deterministic (seeded) order, and those whose files Ray
+    # wrote in task-completion order rather than by position.
     stamp = {"corpus": str(corpus), "max_samples": d.max_samples,
              "corpus_mtime": corpus.stat().st_mtime if corpus.exists() else None,
-             "order": f"shuffled:{d.shuffle_seed}"}
+             "order": f"shuffled:{d.shuffle_seed}/by-position"}
     if manifest_file.exists():
         manifest = json.loads(manifest_file.read_text())
         if manifest.get("stamp") == stamp:

@@ -54,8 +54,8 @@ def test_training_dataset_streams_tokenised_rows(ray_session, tmp_path, tiny_lla
 
 def test_shards_keep_the_corpus_order_across_many_blocks(ray_session, tmp_path):
     # Enough records for several Ray Data blocks (one per 200); the first block's images are large, so its tasks
-    # finish last. Before the fix, rows came out in task-completion order and two preparations of one corpus
-    # could differ, which made identical training runs diverge.
+    # finish last. Rows once came out in task-completion order (and, with Ray's preserve_order, still did now and
+    # then), so two preparations of one corpus could differ, which made identical training runs diverge.
     import json
 
     from tests.conftest import make_images
@@ -70,8 +70,11 @@ def test_shards_keep_the_corpus_order_across_many_blocks(ray_session, tmp_path):
     (folder / "corpus.json").write_text(json.dumps(records))
     prepare_shards(folder / "corpus.json", folder, tmp_path / "shards", rows_per_shard=300)
     files = sorted((tmp_path / "shards").glob("*.parquet"))
-    assert len(files) >= 2
-    assert [i for f in files for i in pq.read_table(f, columns=["id"])["id"].to_pylist()] == [r["id"] for r in records]
+    assert len(files) >= 3
+    ids = [pq.read_table(f, columns=["id"])["id"].to_pylist() for f in files]
+    assert [i for part in ids for i in part] == [r["id"] for r in records]
+    # Each file is named for the position of its first row.
+    assert [int(f.stem.removeprefix("part-")) for f in files] == [int(part[0][1:]) for part in ids]
     # With a seed: that seed's permutation of the corpus, the same on every preparation.
     import numpy as np
 
@@ -91,7 +94,7 @@ def test_the_training_job_repacks_shards_written_before_their_order_was_determin
 
     cfg = load(TrainJobConfig, None, train_overrides(tmp_path, tmp_path / "unused-backbone"))
     first = ensure_data(cfg)
-    assert first["shuffle_seed"] == cfg.data.shuffle_seed and first["stamp"]["order"] == "shuffled:0"
+    assert first["shuffle_seed"] == cfg.data.shuffle_seed and first["stamp"]["order"] == "shuffled:0/by-position"
     manifest = tmp_path / "shards" / "_manifest.json"
     assert ensure_data(cfg) == first  # up to date: not packed again
     old = json.loads(manifest.read_text())
@@ -99,3 +102,23 @@ def test_the_training_job_repacks_shards_written_before_their_order_was_determin
     manifest.write_text(json.dumps(old))
     assert json.loads(manifest.read_text())["stamp"] != first["stamp"]
     assert ensure_data(cfg)["stamp"] == first["stamp"]  # re-packed
+
+
+def test_a_batch_of_scattered_positions_is_written_as_one_file_per_run(tmp_path):
+    # Should Ray ever hand one task rows from non-adjacent blocks, each run of consecutive positions gets its own
+    # file, so the files in name order still hold the rows in position order; a bad row does not split a run.
+    import numpy as np
+
+    from pipeline.data import _write_runs
+
+    pos = [7, 5, 6, 0, 1, 9]
+    batch = {"pos": np.array(pos), "id": np.array([f"p{p}" for p in pos], dtype=object),
+             "row": np.array(pos), "image": np.array([b"x"] * 6, dtype=object),
+             "conversations": np.array(["[]"] * 6, dtype=object),
+             "error": np.array(["", "", "bad", "", "", ""], dtype=object)}
+    out = _write_runs(batch, str(tmp_path))
+    assert out["first"].tolist() == [0, 5, 9] and out["rows"].tolist() == [2, 2, 1]
+    files = sorted(tmp_path.glob("*.parquet"))
+    assert [f.name for f in files] == ["part-000000000000.parquet", "part-000000000005.parquet",
+                                       "part-000000000009.parquet"]
+    assert [pq.read_table(f)["id"].to_pylist() for f in files] == [["p0", "p1"], ["p5", "p7"], ["p9"]]
