@@ -1,36 +1,18 @@
 """Connecting to Ray: a running cluster (``ray job submit`` sets ``RAY_ADDRESS``; or ``ray.address`` in the
 config), or a local instance whose dashboard binds to 127.0.0.1 unless configured otherwise.
 
-Workers get the environment a CPU-only, offline machine needs (no hub access, no telemetry, DeepSpeed's CPU
-accelerator and a persistent JIT-extension cache when there is no GPU) and the repository on their import path.
+Workers get :func:`pipeline.worker_env.worker_env` (offline, no telemetry, DeepSpeed's CPU accelerator without a
+GPU) and the repository on their import path.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import ray
 
 from pipeline.config import RayConfig
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def worker_env(use_gpu: bool) -> dict[str, str]:
-    """Environment variables for Ray workers."""
-    env = {
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions")),
-    }
-    if not use_gpu:
-        env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator (gloo); no CUDA probing
-    return env
+from pipeline.worker_env import REPO, apply_worker_env
 
 
 def init_ray(cfg: RayConfig, use_gpu: bool = False, extra_cpus: int = 0) -> None:
@@ -42,8 +24,7 @@ def init_ray(cfg: RayConfig, use_gpu: bool = False, extra_cpus: int = 0) -> None
     """
     if ray.is_initialized():
         return
-    env = worker_env(use_gpu)
-    os.environ.update({k: v for k, v in env.items() if k not in os.environ})
+    env = apply_worker_env(use_gpu)
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         # Inside `ray job submit` the job's working_dir is already on the workers' path.

@@ -42,7 +42,7 @@ class DataConfig:
         shards: the folder of Parquet shards written by ``jobs/prepare_data.py`` (and read for training).
         max_bad_records: corrupt images / malformed rows tolerated (counted, logged, skipped); one more fails the job.
         max_samples: use only the first N conversations (None = all).
-        rows_per_shard: about this many Parquet rows per output file (the corpus is split into that many equal runs).
+        rows_per_shard: about this many Parquet rows per output file (the corpus is split into runs of this length).
         preprocess_batch_size: rows per ``map_batches`` call when decoding and tokenising.
         shuffle_seed: the shards hold the corpus in this seed's random row order, and training reads their blocks
             in a random order from the same seed; both deterministic, so a resumed run sees the same stream.

@@ -23,15 +23,13 @@ import socket
 import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.config import TrainJobConfig
 from pipeline.model import backbone_dtype, build_model
-
-REPO = Path(__file__).resolve().parents[1]
+from pipeline.worker_env import apply_worker_env
 
 
 def synthvqa_batches(adapter, micro_batch: int, n_batches: int, seed: int = 0) -> list:
@@ -114,10 +112,9 @@ def measure(cfg: TrainJobConfig, device: torch.device, *, adapter=None, steps: i
     """
     if cfg.scaling.num_workers != 1:
         raise ValueError("the benchmark runs one worker: set scaling.num_workers=1")
-    if device.type == "cpu":
-        # DeepSpeed's CPU accelerator, with its JIT-built comm op cached where the training job caches it.
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    # The training job's worker environment: on CPU, DeepSpeed's CPU accelerator with its JIT-built comm op
+    # cached where the job caches it.
+    apply_worker_env(use_gpu=device.type == "cuda")
     from pipeline.engine import Engine, use_bf16
 
     torch.manual_seed(cfg.train.seed)

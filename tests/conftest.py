@@ -94,7 +94,7 @@ def ray_session(tmp_path_factory):
     """One local Ray instance for the whole session (starting Ray costs ~8 s on 2 cores)."""
     import ray
 
-    from pipeline.cluster import worker_env
+    from pipeline.worker_env import worker_env
 
     env = worker_env(use_gpu=False)
     os.environ.update({k: v for k, v in env.items() if k not in os.environ})

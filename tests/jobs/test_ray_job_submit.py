@@ -51,6 +51,7 @@ def test_ray_job_submit_trains_on_a_head_node(tmp_path, tiny_llava_dir):
         assert out.returncode == 0, log[-4000:]
         assert "succeeded" in log, log[-4000:]
         assert "[train] step 2/2" in log and "selector checkpoint:" in log, log[-4000:]
+        assert log.count("[train] step 2/2") == 1, log[-4000:]  # printed once by rank 0, shown once
         assert (tmp_path / "runs" / "t" / "final" / "selector" / "selector.safetensors").exists()
         print(f"ray job submit took {time.time() - t0:.0f} s")
     finally:

@@ -1,0 +1,36 @@
+"""The environment every process of a job runs under, Ray workers or not (no Ray import, so the one-process
+benchmarks share it): offline hub access, no telemetry, DeepSpeed's CPU accelerator and a persistent JIT-extension
+cache when there is no GPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def worker_env(use_gpu: bool) -> dict[str, str]:
+    """Environment variables for the job's workers (values already set in this process win for the cache)."""
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # Ray Train routes a worker's print() to its logger as well as to the (wrapped) stdout, so every progress
+        # line reached the driver twice.
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions")),
+    }
+    if not use_gpu:
+        env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator (gloo); no CUDA probing
+    return env
+
+
+def apply_worker_env(use_gpu: bool) -> dict[str, str]:
+    """Sets :func:`worker_env` in this process, keeping variables already set; returns the full mapping."""
+    env = worker_env(use_gpu)
+    os.environ.update({k: v for k, v in env.items() if k not in os.environ})
+    return env
