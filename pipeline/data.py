@@ -108,10 +108,11 @@ def _write_runs(batch: dict[str, np.ndarray], out_dir: str) -> dict[str, np.ndar
         keep = [i for i in order[a:b] if batch["error"][i] == ""]
         if not keep:
             continue
+        start = int(pos[order[a]])
         table = pa.table({name: pa.array([batch[name][i] for i in keep], type=SHARD_SCHEMA.field(name).type)
                           for name in SHARD_SCHEMA.names}, schema=SHARD_SCHEMA)
-        pq.write_table(table, str(Path(out_dir) / f"part-{int(pos[order[a]]):012d}.parquet"))
-        first.append(int(pos[order[a]]))
+        pq.write_table(table, str(Path(out_dir) / f"part-{start:012d}.parquet"))
+        first.append(start)
         rows.append(len(keep))
     return {"first": np.array(first, dtype=np.int64), "rows": np.array(rows, dtype=np.int64)}
 
@@ -142,7 +143,7 @@ def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | 
         records = records[:max_samples]
     order = range(len(records)) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(
         len(records)).tolist()
-    # ``pos`` is each row's place in the shards. Rows are written by position (see :func:`_write_shard`), never
+    # ``pos`` is each row's place in the shards. Rows are written by position (see :func:`_write_runs`), never
     # in Ray's task-completion order, which made two preparations of one corpus differ and two otherwise
     # identical training runs diverge once they reached the first reordered rows.
     items = [{"pos": pos, "row": i, "record": json.dumps(records[i])} for pos, i in enumerate(order)]
@@ -173,12 +174,11 @@ def _write_shards(corpus: Path, image_folder: str | Path, out_dir: str | Path, i
     # ``out`` must be visible to every node (a shared filesystem on a cluster).
     files = ds.map_batches(_write_runs, fn_kwargs={"out_dir": str(out)}, batch_size=None,
                            batch_format="numpy").take_all()
-    written = sum(int(f["rows"]) for f in files)
-    if written != len(items) - len(bad):
-        raise RuntimeError(f"{out}: wrote {written} rows, expected {len(items) - len(bad)}")
-    manifest = {"corpus": str(corpus), "image_folder": str(image_folder), "records": len(items),
-                "written": len(items) - len(bad), "bad": [dict(b) for b in bad], "shuffle_seed": shuffle_seed,
-                "schema": SHARD_SCHEMA.to_string()}
+    written, good = sum(int(f["rows"]) for f in files), len(items) - len(bad)
+    if written != good:
+        raise RuntimeError(f"{out}: wrote {written} rows, expected {good}")
+    manifest = {"corpus": str(corpus), "image_folder": str(image_folder), "records": len(items), "written": good,
+                "bad": [dict(b) for b in bad], "shuffle_seed": shuffle_seed, "schema": SHARD_SCHEMA.to_string()}
     (out / "_manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

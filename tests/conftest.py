@@ -94,10 +94,9 @@ def ray_session(tmp_path_factory):
     """One local Ray instance for the whole session (starting Ray costs ~8 s on 2 cores)."""
     import ray
 
-    from pipeline.worker_env import worker_env
+    from pipeline.worker_env import apply_worker_env
 
-    env = worker_env(use_gpu=False)
-    os.environ.update({k: v for k, v in env.items() if k not in os.environ})
+    env = apply_worker_env(use_gpu=False)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
