@@ -159,6 +159,10 @@ class HeldOutEvalConfig:
     max_items: int = 400
     batch_size: int = 16
     max_new_tokens: int = 8
+    # Questions (the first of the same items) on which the summary also measures the train/inference gap: the
+    # answer NLL under the method's training path against its inference path, random, vanilla and blind
+    # (stepprune.train_gap). 0 skips it.
+    gap_items: int = 240  # about 40 s on 2 CPU cores for the embedded default
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,7 @@ def run_latency(cfg: EfficiencyJobConfig, rows: list[Row]) -> dict[str, Any]:
 
 def run(cfg: EfficiencyJobConfig) -> dict[str, Any]:
     """Runs the job: FLOPs and/or latency for every row, then the tables, the target checks and MLflow."""
+    t0 = time.perf_counter()
     rows = expand(cfg)
     if cfg.flops.enabled:
         run_flops(cfg, rows)
@@ -166,7 +168,7 @@ def run(cfg: EfficiencyJobConfig) -> dict[str, Any]:
     (out / "table.md").write_text(table + "\n" + "\n".join(checks) + "\n")
     (out / "table.csv").write_text(csv_text(recs))
     (out / "rows.json").write_text(json.dumps({"setting": header, "rows": recs, "checks": checks}, indent=2))
-    run_id = log_mlflow(cfg, recs, checks, out)
+    run_id = log_mlflow(cfg, recs, checks, out, time.perf_counter() - t0)
     return {"table": table, "checks": checks, "records": recs, "output": str(out), "mlflow_run_id": run_id}
 
 
@@ -183,8 +185,10 @@ def describe(cfg: EfficiencyJobConfig, timed_on: dict[str, Any] | None) -> dict[
     return out
 
 
-def log_mlflow(cfg: EfficiencyJobConfig, recs: list[dict[str, Any]], checks: list[str], out: Path) -> str:
-    """A parent run (config, tables, checks) and one child run per row; returns the parent's run id."""
+def log_mlflow(cfg: EfficiencyJobConfig, recs: list[dict[str, Any]], checks: list[str], out: Path,
+               seconds: float) -> str:
+    """A parent run (config, tables, checks, the job's wall time in ``seconds``) and one child run per row;
+    returns the parent's run id."""
     uri = cfg.tracking.uri or default_tracking_uri(Path(cfg.output))
     parent = MlflowTracker(uri, cfg.tracking.experiment, run_name=cfg.tracking.run_name or cfg.name,
                            tags={"job": "efficiency"})
@@ -197,6 +201,6 @@ def log_mlflow(cfg: EfficiencyJobConfig, recs: list[dict[str, Any]], checks: lis
         child.close()
     parent.log_text("\n".join(checks) + "\n", "checks.txt")
     parent.log_artifact(out, "efficiency")
-    log_provenance(parent)
+    log_provenance(parent, seconds)
     parent.close()
     return parent.run_id

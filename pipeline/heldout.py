@@ -52,6 +52,19 @@ def evaluate_methods(adapter: stepprune.BackboneAdapter, methods: Sequence[tuple
     return results
 
 
+def train_gap(adapter: stepprune.BackboneAdapter, method: stepprune.PruningMethod, folder: str, *, step: int,
+              benchmark: str = "synthvqa", max_items: int = 120) -> dict[str, dict[str, float]]:
+    """The train/inference gap of a trained method on the first ``max_items`` held-out items: mean answer NLL per
+    condition, overall and per family (:func:`stepprune.train_gap.summarise`). ``method`` must be a fresh copy
+    (its training forward updates running statistics); ``step`` is the run's last optimizer step."""
+    from stepprune.train_gap import answer_nll_rows, summarise
+
+    items = get_benchmark(benchmark).load(folder, limit=max_items)
+    if getattr(getattr(method, "config", None), "total_steps", 0) is None:
+        method.config.total_steps = step + 1
+    return summarise(answer_nll_rows(stepprune.PrunedVLM(adapter, method), items, step))
+
+
 def validation_metrics(adapter: stepprune.BackboneAdapter, method: stepprune.PruningMethod, items: list,
                        benchmark: str, *, batch_size: int, max_new_tokens: int, target_k: float | None,
                        k_weight: float) -> dict[str, float]:

@@ -42,6 +42,7 @@ class TrainSummary:
     selector_dir: str
     heldout: list[dict[str, Any]]
     seconds: float
+    gap: dict[str, dict[str, float]] | None = None
 
     def render(self) -> str:
         m = self.final_metrics
@@ -55,6 +56,12 @@ class TrainSummary:
             lines.append("held-out accuracy (same items):")
             for r in self.heldout:
                 lines.append(f"  {r['method']:<28} acc={r['accuracy']:.4f}  mean kept tokens={r['mean_kept']:.1f}")
+        if self.gap:
+            from stepprune.train_gap import render
+
+            lines.append("train/inference gap: answer NLL on held-out questions (lower is better; 'selection' is "
+                         "what deployment gets, 'train_path' what training optimised):")
+            lines.extend("  " + line for line in render(self.gap).splitlines())
         lines.append(f"MLflow run {self.mlflow_run_id} at {self.tracking_uri}")
         return "\n".join(lines)
 
@@ -180,6 +187,7 @@ def run(cfg: TrainJobConfig) -> TrainSummary:
     bad_at_train = result.bad_records
     selector_dir = ""
     heldout: list[dict[str, Any]] = []
+    gap = None
     if result.checkpoint is not None:
         selector_dir = str(export_selector(result.checkpoint, run_dir / "final"))
         tracker.log_artifact(selector_dir, "selector")
@@ -191,11 +199,32 @@ def run(cfg: TrainJobConfig) -> TrainSummary:
             tracker.set_tags({"exported_to": cfg.storage.export})
         if cfg.eval.enabled:
             heldout = heldout_check(cfg, selector_dir, tracker)
+            if cfg.eval.gap_items:
+                gap = gap_check(cfg, selector_dir, tracker, int(metrics.get("step", cfg.train.max_steps)))
     tracker.log_metrics({"data.bad_records_at_train": bad_at_train})
     log_provenance(tracker, time.perf_counter() - t0)
     tracker.close()
     return TrainSummary(cfg.storage.name, tracker.run_id, uri, int(metrics.get("step", 0)), metrics, selector_dir,
-                        heldout, time.perf_counter() - t0)
+                        heldout, time.perf_counter() - t0, gap)
+
+
+def gap_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker,
+              steps: int) -> dict[str, dict[str, float]] | None:
+    """The train/inference gap of the trained selector (``pipeline.heldout.train_gap``), logged to MLflow as
+    ``gap.<family>.<condition>`` and ``gap.json``. Only for methods that select before the LLM: a decode-time
+    method (DyRate) keeps every token at prefill, so teacher-forced NLL says nothing about its pruning."""
+    import stepprune
+    from pipeline.heldout import train_gap
+    from stepprune.checkpoint import load_checkpoint
+
+    adapter = stepprune.load_backbone(cfg.backbone.path)
+    method = load_checkpoint(selector_dir, adapter)
+    if method.hook_point != "pre_llm":
+        return None
+    gap = train_gap(adapter, method, cfg.eval.folder, step=max(steps - 1, 0), max_items=cfg.eval.gap_items)
+    tracker.log_metrics({f"gap.{fam}.{k}": v for fam, row in gap.items() for k, v in row.items()})
+    tracker.log_dict({"gap": gap}, "gap.json")
+    return gap
 
 
 def export_selector(checkpoint, folder: Path) -> Path:

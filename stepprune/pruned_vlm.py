@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from stepprune.backbones.base import BackboneAdapter
 from stepprune.backbones.types import LMInputs, PromptBatch, VisualTokens
-from stepprune.methods.base import PruningMethod, SelectionContext
+from stepprune.methods.base import PruningMethod, SelectionContext, TrainOutput
 
 
 @dataclasses.dataclass
@@ -77,15 +77,20 @@ class PrunedVLM(nn.Module):
         """The training path: the method's differentiable visual tokens through the frozen LLM (with the
         method's attention-bias hooks, if any), answer-token NLL plus the method's own loss terms. Gradients
         reach only the method's parameters."""
-        ctx = self.context(prompt)
-        out = self.method.train_forward(ctx, step)
-        inputs = self.adapter.splice(prompt, out.visual, ctx.vision, "original")
+        inputs, out = self.train_inputs(prompt, step)
         lm = self.adapter.lm_loss(self.adapter.forward(inputs, biases=out.biases))
         aux, metrics = out.aux_loss, out.metrics
         if out.finish is not None:
             extra, more = out.finish()
             aux, metrics = aux + extra, {**metrics, **more}
         return TrainStep(lm + aux, lm.detach(), aux.detach(), metrics)
+
+    def train_inputs(self, prompt: PromptBatch, step: int) -> tuple[LMInputs, TrainOutput]:
+        """The training path up to the LLM: the method's differentiable visual tokens spliced at their original
+        positions, and the method's output (attention biases, aux loss, metrics)."""
+        ctx = self.context(prompt)
+        out = self.method.train_forward(ctx, step)
+        return self.adapter.splice(prompt, out.visual, ctx.vision, "original"), out
 
     def context(self, prompt: PromptBatch) -> SelectionContext:
         """Runs the vision tower and wraps what methods may look at."""

@@ -178,8 +178,12 @@ class BackboneAdapter(abc.ABC):
         """Full-sequence prefill (gradients flow to ``inputs.embeds`` and through ``biases`` when enabled)."""
         return self.runner.prefill(inputs, drops, biases=biases)
 
-    def lm_loss(self, result: PrefillResult) -> Tensor:
-        """Mean next-token NLL over labelled slots of a prefill result, computing logits only where needed."""
+    def lm_loss(self, result: PrefillResult, per_sample: bool = False) -> Tensor:
+        """Mean next-token NLL over labelled slots of a prefill result, computing logits only where needed.
+
+        Returns a scalar (the mean over every labelled token of the batch), or with ``per_sample`` a (B,) tensor:
+        each sample's mean over its own labelled tokens (every sample must have some).
+        """
         labels = result.state.labels
         if labels is None:
             raise ValueError("the batch has no labels (prepare it with answers)")
@@ -188,7 +192,14 @@ class BackboneAdapter(abc.ABC):
         if not bool(where.any()):
             raise ValueError("no labelled tokens in the batch")
         logits = self.runner.logits(result.hidden[:, :-1][where]).float()
-        return nn.functional.cross_entropy(logits, target[where])
+        if not per_sample:
+            return nn.functional.cross_entropy(logits, target[where])
+        counts = where.sum(dim=1)
+        if bool((counts == 0).any()):
+            raise ValueError("a sample of the batch has no labelled tokens")
+        nll = nn.functional.cross_entropy(logits, target[where], reduction="none")
+        rows = torch.arange(target.shape[0], device=nll.device)[:, None].expand_as(target)[where]
+        return torch.zeros(target.shape[0], device=nll.device).index_add_(0, rows, nll) / counts
 
     @torch.no_grad()
     def generate(

@@ -224,6 +224,14 @@ class StepPrune(BackboneBoundMethod):
         s = aggregate_scores(p, N, c.gamma, c.score_mode, alive=alive)
         return p, alive, expected_count(alive_next, valid), torch.where(token_mask, s, 0.0)
 
+    @staticmethod
+    def hard_selection(ro: Rollout, token_mask: Tensor) -> Tensor:
+        """(B, N) bool: 1[i in S_b], the tokens the loop selected (the stop sentinel N dropped)."""
+        B, N = token_mask.shape
+        hard = torch.zeros(B, N + 1, dtype=torch.bool, device=token_mask.device)
+        hard.scatter_(1, ro.selection, True)
+        return hard[:, :N] & token_mask
+
     def polarise(self, s: Tensor, token_mask: Tensor, budget: Tensor, beta: float) -> Tensor:
         """Eq. (12): g = SoftTopK(s / sg(max s); budget, beta), (B, N) (0 on padding)."""
         scale = s.detach().amax(dim=1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
@@ -253,7 +261,12 @@ class StepPrune(BackboneBoundMethod):
         dtype = self.encoder.text_proj.weight.dtype
         x = vision.tokens.to(dtype)
         self.noise.update(x, mask)
-        x = vp_noise_gate(x, g, self.noise.sample(x).to(dtype), c.gate_clamp)
+        noise = self.noise.sample(x).to(dtype)
+        gated = vp_noise_gate(x, g, noise, c.gate_clamp)
+        if c.gate_forward == "hard":  # straight-through: the inference set's values, the soft gate's gradient
+            hard = vp_noise_gate(x, self.hard_selection(ro, mask).to(g.dtype), noise, c.gate_clamp)
+            gated = hard + gated - gated.detach()
+        x = gated
         if c.denoiser:
             x = self.denoiser(x)
         B, N = mask.shape
@@ -286,9 +299,7 @@ class StepPrune(BackboneBoundMethod):
         first = k_min.clamp(max=p.shape[1] - 1)
         p1_stop = torch.where(k_min < p.shape[1], p[torch.arange(p.shape[0], device=p.device), first, N], 0.0)
         # Overlap of the soft selection (top-round(k) of g) with the hard one, |TopK(g) ∩ S| / |S|.
-        hard = torch.zeros(mask.shape[0], N + 1, dtype=torch.bool, device=mask.device)
-        hard.scatter_(1, ro.selection, True)
-        hard = hard[:, :N]
+        hard = self.hard_selection(ro, mask)
         rank = torch.argsort(torch.argsort(g.masked_fill(~mask, -1.0), dim=1, descending=True), dim=1)
         soft = rank < budget.round().long()[:, None]
         overlap = ((soft & hard).sum(dim=1).float() / K.clamp_min(1.0)).mean()

@@ -45,6 +45,7 @@ def test_flops_table_at_the_real_llava_config(tmp_path, capsys):
     runs = _runs(uri)
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parent) == 1 and len(runs) == 1 + len(recs)
+    assert parent[0].data.metrics["wall_seconds"] > 0  # the report's "wall (min)" column reads it
     child = next(r for r in runs if r.info.run_name == "stepprune@64")
     assert child.data.metrics["tflops"] == pytest.approx(tf["stepprune@64"])
 

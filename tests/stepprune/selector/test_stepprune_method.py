@@ -202,6 +202,7 @@ def test_limits_hold_on_a_backbone(llava, qwen, make_batch, make_context, small)
     {"pointer": "cross_attention"}, {"causal_encoder": True}, {"score_mode": "last_step"},
     {"score_mode": "uniform"}, {"score_mode": "alive"}, {"soft_topk_solver": "sinkhorn"}, {"per_sample_k": True},
     {"noise_scale": "token"}, {"denoise_at_inference": True}, {"denoiser": False}, {"type_embedding": True},
+    {"gate_forward": "hard"},
     {"mask_glimpse": False, "logit_clip": 10.0, "step_embedding": False},
 ])
 def test_ablation_switches_run_both_paths(variant, llava, make_batch, make_context, small):
@@ -215,6 +216,31 @@ def test_ablation_switches_run_both_paths(variant, llava, make_batch, make_conte
     assert torch.isfinite(loss)
     vis = m.select(ctx)
     assert vis.embeds.shape[0] == 2 and bool((vis.count >= 1).all())
+
+
+def test_the_hard_gate_shows_the_llm_exactly_the_inference_selection_and_trains_through_softtopk(
+        llava, make_batch, make_context, small):
+    small.update(k_max=8, gate_forward="hard", denoiser=False)
+    m = _method(llava, **small)
+    prompt = make_batch(llava, 2)
+    ctx = make_context(llava, prompt)
+    out = m.train_forward(ctx, step=50)
+    clean = llava.project(ctx.vision.tokens)
+    for b in range(2):
+        chosen = m.last_diagnostics["selection"][b, : int(m.last_diagnostics["count"][b])]
+        rest = torch.ones(clean.shape[1], dtype=torch.bool)
+        rest[chosen] = False
+        assert torch.allclose(out.visual.embeds[b, chosen], clean[b, chosen], atol=1e-5)  # kept: the raw tokens
+        assert not torch.allclose(out.visual.embeds[b, rest], clean[b, rest], atol=1e-3)  # the rest: pure noise
+    # The same selection as inference (deterministic argmax, fixed weights).
+    with torch.no_grad():
+        vis = m.select(ctx)
+    for b in range(2):
+        k = int(vis.count[b])
+        assert vis.source_index[b, :k].tolist() == m.last_diagnostics["selection"][b, :k].tolist()
+    llava.lm_loss(llava.forward(llava.splice(prompt, out.visual, ctx.vision))).backward()
+    grads = [p.grad for p in m.decoder.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)  # the pointer learns through the SoftTopK
 
 
 def test_the_library_does_not_import_the_pipeline_stack():

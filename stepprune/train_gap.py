@@ -1,0 +1,111 @@
+"""The train/inference gap of a trainable pruning method, measured as teacher-forced answer NLL per question.
+
+A trainable method is optimised through its *training path* (for StepPrune: every visual token gated, noised and
+denoised, Eqs. (12)-(14)), but deployed through its *inference path* (the hard subset only). When the LM can read
+the image through the training path without the selection's help, the LM loss stops rewarding useful selections,
+and a lower training loss need not mean a better selection. This module measures that directly, on held-out
+questions, with the answer as the label:
+
+* ``train_path``: the method's differentiable training forward at step ``step`` (what its LM loss optimises);
+* ``selection``: the inference path, the LLM given only the method's selection (and its in-LLM hooks);
+* ``random``: a uniformly random subset of the same size, per question (seeded);
+* ``vanilla``: all visual tokens; ``blind``: none.
+
+Every value is the mean next-token NLL over the answer's tokens of one question (its own mean, whatever the
+batch). Lower is better; ``selection`` above ``random`` means the selection hurts the LLM at deployment.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from stepprune.backbones.types import VisualTokens
+from stepprune.pruned_vlm import PrunedVLM
+
+CONDITIONS = ("vanilla", "blind", "random", "selection", "train_path")
+
+
+def _answer_text(answer: Any) -> str:
+    """The label text: the answer itself, or the first of a list of reference answers (VQA-style)."""
+    if isinstance(answer, (list, tuple)):
+        return str(answer[0])
+    return str(answer)
+
+
+def answer_nll_rows(vlm: PrunedVLM, items: Sequence[Any], step: int, *, seed: int = 0,
+                    batch_size: int = 16) -> list[dict[str, Any]]:
+    """Per-question answer NLL under each of :data:`CONDITIONS`.
+
+    Args:
+        vlm: the backbone with the (trained) method. Its method runs its training forward, which may update
+            running statistics (StepPrune's noise scale and k_bar EMA): pass a copy that is not used afterwards.
+        items: benchmark items (``qid``, ``prompt``, ``answer``, ``load_image()``, ``meta['family']`` if any).
+        step: the optimizer step the training path is evaluated at (the last one of the run: its schedules).
+        seed: seeds the training path's noise and the random subsets.
+        batch_size: questions per forward pass (each question's NLL is its own, whatever the batch).
+
+    Returns:
+        One dict per item: ``qid``, ``family``, ``kept`` (the selection's size) and one NLL per condition.
+    """
+    adapter, method = vlm.adapter, vlm.method
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mode = method.position_mode_for(adapter.family)
+    rows = []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i: i + batch_size]
+        convs = [[{"from": "human", "value": "<image>\n" + it.prompt}, {"from": "gpt", "value": _answer_text(it.answer)}]
+                 for it in chunk]
+        prompt = adapter.prepare_conversations([it.load_image() for it in chunk], convs, keys=[it.qid for it in chunk])
+        with torch.no_grad():
+            ctx = vlm.context(prompt)
+            x, n = ctx.vision.tokens, ctx.vision.num_tokens  # (B, N, d_v), (B,) valid rows per image
+
+            def nll(index: list[torch.Tensor]) -> list[float]:
+                """Per-sample NLL with the visual tokens ``index[b]`` (1-D, sorted) of each sample only."""
+                width = max(len(ix) for ix in index)
+                idx = torch.stack([torch.cat([ix, ix.new_zeros(width - len(ix))]) for ix in index]).to(x.device)
+                count = torch.tensor([len(ix) for ix in index], device=x.device)
+                rows_ = torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
+                tokens = VisualTokens(adapter.project(rows_), idx, count)
+                return adapter.lm_loss(adapter.forward(adapter.splice(prompt, tokens, ctx.vision, mode)),
+                                       per_sample=True).tolist()
+
+            inputs, visual = vlm.llm_inputs(ctx)
+            kept = visual.count.tolist()
+            selection = adapter.lm_loss(adapter.forward(inputs, method.llm_hooks(ctx)), per_sample=True).tolist()
+            vanilla = nll([torch.arange(int(v)) for v in n])
+            blind = nll([torch.arange(0) for _ in chunk])
+            random = nll([torch.randperm(int(v), generator=gen)[:k].sort().values for v, k in zip(n, kept)])
+            train_inputs, out = vlm.train_inputs(prompt, step)
+            train = adapter.lm_loss(adapter.forward(train_inputs, biases=out.biases), per_sample=True).tolist()
+        for b, it in enumerate(chunk):
+            rows.append({"qid": it.qid, "family": (getattr(it, "meta", None) or {}).get("family", "all"),
+                         "kept": int(kept[b]), "selection": selection[b], "vanilla": vanilla[b], "blind": blind[b],
+                         "random": random[b], "train_path": train[b]})
+    return rows
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean NLL per condition (and mean kept tokens, ``n``) over all rows (``"all"``) and per family."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups["all"].append(r)
+        groups[r["family"]].append(r)
+    return {name: {"n": float(len(g)), "kept": float(np.mean([r["kept"] for r in g])),
+                   **{c: float(np.mean([r[c] for r in g])) for c in CONDITIONS}}
+            for name, g in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0]))}
+
+
+def render(summary: dict[str, dict[str, float]]) -> str:
+    """A plain-text table of :func:`summarise`'s output."""
+    head = f"{'family':<12}{'n':>5}{'kept':>7}" + "".join(f"{c:>12}" for c in CONDITIONS)
+    lines = [head]
+    for name, s in summary.items():
+        lines.append(f"{name:<12}{int(s['n']):>5}{s['kept']:>7.1f}" + "".join(f"{s[c]:>12.3f}" for c in CONDITIONS))
+    return "\n".join(lines)
