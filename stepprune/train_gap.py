@@ -59,8 +59,8 @@ def answer_nll_rows(vlm: PrunedVLM, items: Sequence[Any], step: int, *, seed: in
     rows = []
     for i in range(0, len(items), batch_size):
         chunk = items[i: i + batch_size]
-        convs = [[{"from": "human", "value": "<image>\n" + it.prompt}, {"from": "gpt", "value": _answer_text(it.answer)}]
-                 for it in chunk]
+        convs = [[{"from": "human", "value": "<image>\n" + it.prompt},
+                  {"from": "gpt", "value": _answer_text(it.answer)}] for it in chunk]
         prompt = adapter.prepare_conversations([it.load_image() for it in chunk], convs, keys=[it.qid for it in chunk])
         with torch.no_grad():
             ctx = vlm.context(prompt)

@@ -84,10 +84,12 @@ class StepPruneConfig(MethodConfig):
             g = SoftTopK(s), so the LM sees the soft top-k_bar of the scores s. ``"hard"`` (straight-through): the
             gate's value is the hard selection 1[i in S], the set inference keeps, and its gradient is that of the
             soft g (same noise). Why it exists: under "soft" the tokens left out still pass sqrt(g) of their signal
-            (the largest left-out g was 0.27 after a 400-step embedded run), which the trained denoiser can use, so
-            the LM loss can fall without the selection improving (``stepprune.train_gap`` measures that gap). Measured on the embedded
-            default (tau 0.1, 100 steps, 960 validation questions): "hard" ended at mean K 47 with 31.2 % against
-            random's 40.3 %; "hard" without the denoiser collapsed to K = 1. So "soft" stays the default.
+            (the largest left-out g was 0.27 after a 400-step embedded run), so the LM may see more than the
+            selection (``stepprune.train_gap`` measures the train/inference gap). Measured on the embedded default
+            (tau 0.1, 100 steps, 960 validation questions): "hard" ended at mean K 47 with 31.2 % against random's
+            40.3 %; "hard" without the denoiser collapsed to K = 1. So "soft" stays the default. The larger effect
+            was the denoiser's: on pure noise alone (no image content) it scores 0.66-0.76 nats of answer NLL, about
+            what the training path scores, so the LM loss gives the selection little to gain.
         beta_start, beta_end: SoftTopK entropic weight, cosine-annealed over
             min(``beta_anneal_steps``, ``beta_anneal_frac`` * total_steps) optimizer steps, then fixed.
         noise_scale: Sec. 12 item 5. ``"global"`` (default): sigma_n^2 is an EMA over training batches of the
