@@ -60,8 +60,6 @@ def train_gap(adapter: stepprune.BackboneAdapter, method: stepprune.PruningMetho
     from stepprune.train_gap import answer_nll_rows, summarise
 
     items = get_benchmark(benchmark).load(folder, limit=max_items)
-    if getattr(getattr(method, "config", None), "total_steps", 0) is None:
-        method.config.total_steps = step + 1
     return summarise(answer_nll_rows(stepprune.PrunedVLM(adapter, method), items, step))
 
 

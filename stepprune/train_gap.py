@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from stepprune.backbones.types import VisualTokens
+from stepprune.methods.token_rows import pad_index_rows
 from stepprune.pruned_vlm import PrunedVLM
 
 CONDITIONS = ("vanilla", "blind", "random", "selection", "train_path")
@@ -66,22 +67,23 @@ def answer_nll_rows(vlm: PrunedVLM, items: Sequence[Any], step: int, *, seed: in
             ctx = vlm.context(prompt)
             x, n = ctx.vision.tokens, ctx.vision.num_tokens  # (B, N, d_v), (B,) valid rows per image
 
-            def nll(index: list[torch.Tensor]) -> list[float]:
-                """Per-sample NLL with the visual tokens ``index[b]`` (1-D, sorted) of each sample only."""
-                width = max(len(ix) for ix in index)
-                idx = torch.stack([torch.cat([ix, ix.new_zeros(width - len(ix))]) for ix in index]).to(x.device)
-                count = torch.tensor([len(ix) for ix in index], device=x.device)
-                rows_ = torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
-                tokens = VisualTokens(adapter.project(rows_), idx, count)
-                return adapter.lm_loss(adapter.forward(adapter.splice(prompt, tokens, ctx.vision, mode)),
+            projected = adapter.project(x)
+
+            def nll(visual: VisualTokens) -> list[float]:
+                """Per-sample NLL with ``visual`` as the visual prefix (the method's position convention)."""
+                return adapter.lm_loss(adapter.forward(adapter.splice(prompt, visual, ctx.vision, mode)),
                                        per_sample=True).tolist()
+
+            def subset(index: list[torch.Tensor]) -> VisualTokens:
+                """The projected visual tokens ``index[b]`` (1-D, sorted) of each sample."""
+                return VisualTokens.gather(projected, *pad_index_rows([ix.to(x.device) for ix in index]))
 
             inputs, visual = vlm.llm_inputs(ctx)
             kept = visual.count.tolist()
             selection = adapter.lm_loss(adapter.forward(inputs, method.llm_hooks(ctx)), per_sample=True).tolist()
-            vanilla = nll([torch.arange(int(v)) for v in n])
-            blind = nll([torch.arange(0) for _ in chunk])
-            random = nll([torch.randperm(int(v), generator=gen)[:k].sort().values for v, k in zip(n, kept)])
+            vanilla = nll(adapter.keep_all(ctx.vision))
+            blind = nll(subset([torch.arange(0) for _ in chunk]))
+            random = nll(subset([torch.randperm(int(v), generator=gen)[:k].sort().values for v, k in zip(n, kept)]))
             train_inputs, out = vlm.train_inputs(prompt, step)
             train = adapter.lm_loss(adapter.forward(train_inputs, biases=out.biases), per_sample=True).tolist()
         for b, it in enumerate(chunk):
