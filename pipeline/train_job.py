@@ -60,7 +60,8 @@ class TrainSummary:
             from stepprune.train_gap import render
 
             lines.append("train/inference gap: answer NLL on held-out questions (lower is better; 'selection' is "
-                         "what deployment gets, 'train_path' what training optimised):")
+                         "what deployment gets, 'train_path' what training optimised, 'evidence' an oracle "
+                         "selection of the same size):")
             lines.extend("  " + line for line in render(self.gap).splitlines())
         lines.append(f"MLflow run {self.mlflow_run_id} at {self.tracking_uri}")
         return "\n".join(lines)
@@ -238,10 +239,13 @@ def export_selector(checkpoint, folder: Path) -> Path:
 
 
 def heldout_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker) -> list[dict[str, Any]]:
-    """Trained selector vs vanilla vs random pruning at the trained selector's mean K, on held-out items."""
+    """Trained selector vs vanilla vs random pruning at the trained selector's mean K, on held-out items; on SynthVQA
+    (a ``questions.jsonl`` with evidence in the folder) also the evidence oracle at that K, the ceiling a selector
+    could reach (:mod:`stepprune.methods.evidence_oracle`)."""
     import stepprune
     from pipeline.heldout import evaluate_methods
     from stepprune.checkpoint import load_checkpoint
+    from stepprune.methods.evidence_oracle import EvidenceConfig, EvidenceOracle
 
     adapter = stepprune.load_backbone(cfg.backbone.path)
     trained = load_checkpoint(selector_dir, adapter)
@@ -249,8 +253,12 @@ def heldout_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker
     first = evaluate_methods(adapter, [(f"{cfg.method.name} (trained)", trained),
                                        ("vanilla", stepprune.build_method("vanilla"))], cfg.eval.folder, **kw)
     k = max(1, round(first[0].mean_kept))
-    rand = evaluate_methods(adapter, [(f"random (budget {k})", stepprune.build_method("random", budget=k))],
-                            cfg.eval.folder, **kw)
+    controls = [(f"random (budget {k})", stepprune.build_method("random", budget=k))]
+    questions = Path(cfg.eval.folder) / "questions.jsonl"
+    if questions.is_file():
+        controls.append((f"evidence oracle (budget {k})",
+                         EvidenceOracle(EvidenceConfig(budget=k, questions=str(questions)))))
+    rand = evaluate_methods(adapter, controls, cfg.eval.folder, **kw)
     rows = [dataclasses.asdict(r) for r in (*first, *rand)]
     for r in rows:
         name = r["method"].split(" ")[0]

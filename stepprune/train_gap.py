@@ -9,7 +9,10 @@ questions, with the answer as the label:
 * ``train_path``: the method's differentiable training forward at step ``step`` (what its LM loss optimises);
 * ``selection``: the inference path, the LLM given only the method's selection (and its in-LLM hooks);
 * ``random``: a uniformly random subset of the same size, per question (seeded);
-* ``vanilla``: all visual tokens; ``blind``: none.
+* ``vanilla``: all visual tokens; ``blind``: none;
+* ``evidence`` (only when every item records ``meta["evidence"]``, as SynthVQA's do): the question's evidence
+  patches first (in random order, as many as fit), filled up with random others to the selection's size. It is an
+  oracle selection at the same K: how much a selector could gain over ``random`` on this backbone.
 
 Every value is the mean next-token NLL over the answer's tokens of one question (its own mean, whatever the
 batch). Lower is better; ``selection`` above ``random`` means the selection hurts the LLM at deployment.
@@ -25,10 +28,11 @@ import numpy as np
 import torch
 
 from stepprune.backbones.types import VisualTokens
+from stepprune.methods.evidence_oracle import evidence_first
 from stepprune.methods.token_rows import pad_index_rows
 from stepprune.pruned_vlm import PrunedVLM
 
-CONDITIONS = ("vanilla", "blind", "random", "selection", "train_path")
+CONDITIONS = ("vanilla", "blind", "random", "evidence", "selection", "train_path")
 
 
 def _answer_text(answer: Any) -> str:
@@ -51,10 +55,12 @@ def answer_nll_rows(vlm: PrunedVLM, items: Sequence[Any], step: int, *, seed: in
         batch_size: questions per forward pass (each question's NLL is its own, whatever the batch).
 
     Returns:
-        One dict per item: ``qid``, ``family``, ``kept`` (the selection's size) and one NLL per condition.
+        One dict per item: ``qid``, ``family``, ``kept`` (the selection's size) and one NLL per condition
+        (``evidence`` only when every item has evidence).
     """
     adapter, method = vlm.adapter, vlm.method
     gen = torch.Generator().manual_seed(seed)
+    gen_evidence = torch.Generator().manual_seed(seed + 1)  # its own stream: each item's draws are batch-free
     torch.manual_seed(seed)
     mode = method.position_mode_for(adapter.family)
     rows = []
@@ -83,14 +89,21 @@ def answer_nll_rows(vlm: PrunedVLM, items: Sequence[Any], step: int, *, seed: in
             selection = adapter.lm_loss(adapter.forward(inputs, method.llm_hooks(ctx)), per_sample=True).tolist()
             vanilla = nll(adapter.keep_all(ctx.vision))
             blind = nll(subset([torch.arange(0) for _ in chunk]))
-            random = nll(subset([torch.randperm(int(v), generator=gen)[:k].sort().values for v, k in zip(n, kept)]))
+            perms = [torch.randperm(int(v), generator=gen) for v in n]
+            random = nll(subset([p[:k].sort().values for p, k in zip(perms, kept)]))
+            with_evidence = all("evidence" in ((getattr(it, "meta", None) or {})) for it in items)
+            if with_evidence:
+                evidence = nll(subset([evidence_first(it.meta["evidence"], p, k, gen_evidence)
+                                       for it, p, k in zip(chunk, perms, kept)]))
             train_inputs, out = vlm.train_inputs(prompt, step)
             train = adapter.lm_loss(adapter.forward(train_inputs, biases=out.biases), per_sample=True).tolist()
         for b, it in enumerate(chunk):
             rows.append({"qid": it.qid, "family": (getattr(it, "meta", None) or {}).get("family", "all"),
                          "kept": int(kept[b]), "selection": selection[b], "vanilla": vanilla[b], "blind": blind[b],
-                         "random": random[b], "train_path": train[b]})
+                         "random": random[b], "train_path": train[b],
+                         **({"evidence": evidence[b]} if with_evidence else {})})
     return rows
+
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -99,15 +112,18 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for r in rows:
         groups["all"].append(r)
         groups[r["family"]].append(r)
+    present = [c for c in CONDITIONS if all(c in r for r in rows)]
     return {name: {"n": float(len(g)), "kept": float(np.mean([r["kept"] for r in g])),
-                   **{c: float(np.mean([r[c] for r in g])) for c in CONDITIONS}}
+                   **{c: float(np.mean([r[c] for r in g])) for c in present}}
             for name, g in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0]))}
 
 
 def render(summary: dict[str, dict[str, float]]) -> str:
-    """A plain-text table of :func:`summarise`'s output."""
-    head = f"{'family':<12}{'n':>5}{'kept':>7}" + "".join(f"{c:>12}" for c in CONDITIONS)
+    """A plain-text table of :func:`summarise`'s output (the conditions it has, in :data:`CONDITIONS` order)."""
+    first = next(iter(summary.values()), {})
+    conds = [c for c in CONDITIONS if c in first]
+    head = f"{'family':<12}{'n':>5}{'kept':>7}" + "".join(f"{c:>12}" for c in conds)
     lines = [head]
     for name, s in summary.items():
-        lines.append(f"{name:<12}{int(s['n']):>5}{s['kept']:>7.1f}" + "".join(f"{s[c]:>12.3f}" for c in CONDITIONS))
+        lines.append(f"{name:<12}{int(s['n']):>5}{s['kept']:>7.1f}" + "".join(f"{s[c]:>12.3f}" for c in conds))
     return "\n".join(lines)

@@ -9,6 +9,8 @@
   later layers during prefill. It is the teacher-forced counterpart of decode-time eviction: answer position t can
   be kept from attending to the visual tokens evicted before step t (hard: a -inf-like bias), or be attenuated
   softly (log-weights) so that training gradients reach whatever chose the eviction.
+  StepPrune's attention gate (``gate="attention"``) uses it from layer 0 with log g on the visual key columns, a
+  soft form of pre-LLM selection.
 
 All three receive a context with the state at that boundary and can ask for one earlier layer's attention rows or keys,
 recomputed from that layer's recorded input with the layer's own projections, so the model keeps SDPA everywhere.
@@ -89,7 +91,8 @@ class AttentionBias:
     applies it, so use it for teacher-forced passes, not with a KV cache that decoding continues from.
 
     Attributes:
-        layer: the first layer whose attention gets the bias (layers before it run unbiased).
+        layer: the first layer whose attention gets the bias (layers before it run unbiased); 0 biases every layer
+            (then ``record_inputs`` must be empty).
         bias: ``bias(ctx) -> (B, L, L)`` float over the slots of the state entering ``layer`` (query rows, key
             columns). Hooks at the same layer add up.
         record_inputs: earlier layers whose input hidden states ``bias`` needs (for attention rows / keys).

@@ -254,12 +254,17 @@ class LLMRunner:
         ``evicts`` only split the layer groups here (so that their layers get their own cache layout).
 
         Raises:
-            ValueError: a hook layer outside [1, num_layers - 1], or a drop after the first bias layer (the bias
-                refers to the slots at its layer).
+            ValueError: a drop or eviction layer outside [1, num_layers - 1], a bias layer outside
+                [0, num_layers - 1] (layer 0, every layer, only for a bias that records no earlier layer), or a drop
+                after the first bias layer (the bias refers to the slots at its layer).
         """
-        for h in (*drops, *evicts, *biases):
+        for h in (*drops, *evicts):
             if not 0 < h.layer < self.num_layers:
                 raise ValueError(f"hook layer {h.layer} must be in [1, {self.num_layers - 1}]")
+        for h in biases:
+            if not 0 <= h.layer < self.num_layers or any(not 0 <= r < h.layer for r in h.record_inputs):
+                raise ValueError(f"bias layer {h.layer} must be in [0, {self.num_layers - 1}] and record only "
+                                 f"earlier layers, got record_inputs={tuple(h.record_inputs)}")
         bias_by_layer: dict[int, list[AttentionBias]] = {}
         for h in biases:
             bias_by_layer.setdefault(h.layer, []).append(h)

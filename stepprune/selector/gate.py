@@ -1,4 +1,5 @@
-"""The variance-preserving noise gate, Eq. (13), and the running-RMS noise scale it draws its noise with.
+"""The variance-preserving noise gate, Eq. (13), the running-RMS noise scale it draws its noise with, and the
+attention gate (an ablation, not in the spec).
 
     x~_i = sqrt(g_i) x_i + sqrt(1 - g_i) eps_i,     eps_i ~ N(0, sigma_n^2 I), fresh every forward pass.
 
@@ -10,12 +11,23 @@
 * **Clamping.** d sqrt(g)/dg and d sqrt(1-g)/dg blow up at g in {0, 1}, which a sharp SoftTopK reaches in fp32.
   The gradient path uses g clamped to [c, 1 - c]; the forward *values* use the unclamped g (the difference is added
   detached), so g = 1 is exactly the identity and g = 0 exactly the noise.
+
+**Attention gate** (``StepPruneConfig.gate = "attention"``): instead of noising token i, every query's attention
+logit to visual key i gets log(g_i + floor) in every LLM layer, which scales that key's unnormalised attention
+weight by g_i. The LLM sees the raw tokens; g = 1 is the token as is and g = 0 hides it from every other slot, so
+at a hard g the training forward is the inference forward (original positions) and there is no noise for a
+denoiser to learn a content-free fill from. This is the attention masking DynamicViT trains its token pruning with.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from stepprune.backbones.hooks import AttentionBias
+from stepprune.backbones.types import VISUAL
+
+ATTENTION_FLOOR = 1e-6  # g = 0 still scales a key by 1e-6: a finite log keeps every softmax row and gradient finite
 
 
 def _sqrt_bounded_grad(v: Tensor, clamp: float) -> Tensor:
@@ -87,3 +99,27 @@ class NoiseScale(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, momentum={self.momentum}"
+
+
+def attention_gate(g: Tensor, floor: float = ATTENTION_FLOOR) -> AttentionBias:
+    """The attention gate: a bias of log(g_i + floor) on visual key i, for every query and every LLM layer.
+
+    Args:
+        g: (B, N) keep values in [0, 1] over the unpruned visual tokens (differentiable).
+        floor: added to g inside the log (g = 0 then scales the key's weight by ``floor``).
+
+    Returns:
+        An :class:`~stepprune.backbones.hooks.AttentionBias` from layer 0 whose bias is (B, L, L) over the slots of
+        the spliced sequence: log(g + floor) in the columns of visual slots (by their ``visual_index``), 0 elsewhere.
+    """
+    log_w = torch.log(g.float() + floor)
+    N = g.shape[1]
+
+    def bias(ctx) -> Tensor:
+        st = ctx.state
+        visual = (st.segment == VISUAL) & st.valid
+        column = torch.gather(log_w, 1, st.visual_index.clamp(0, N - 1).long())
+        column = torch.where(visual, column, 0.0).to(st.hidden.dtype)  # (B, L)
+        return column[:, None, :].expand(-1, column.shape[1], -1)
+
+    return AttentionBias(0, bias)

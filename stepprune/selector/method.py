@@ -9,7 +9,9 @@
   training selection equals the inference selection for fixed weights) -> p_t, a_t (Eq. 10) -> s (Eq. 11) ->
   g = SoftTopK(s / sg(max s); k_bar, beta) (Eq. 12) -> VP noise gate (Eq. 13) -> denoiser (Eq. 14) -> frozen
   projector. It returns all N tokens (original positions) for the trainer's L_LM, and ``aux_loss`` = lambda times
-  the straight-through length term of Eq. (15). k_bar and the running noise scale are updated after use.
+  the straight-through length term of Eq. (15). k_bar and the running noise scale are updated after use. The
+  ablation ``gate="attention"`` replaces noise gate and denoiser by a log-g attention bias on the raw tokens
+  (``TrainOutput.biases``; :func:`stepprune.selector.gate.attention_gate`).
 
 Backbones: LLaVA-1.5 (tokens = CLIP patch features, d_tok = d_v) and Qwen2.5-VL (selection at merged-token
 granularity; a token row is its 4 pre-merger patch features concatenated, d_tok = 4 d_vision, so one g gates all
@@ -21,7 +23,8 @@ shared :class:`~stepprune.methods.backbone_bound.BackboneBoundMethod` logic).
 Trainer contract: call ``method.bind(adapter)`` before building the optimizer (the modules do not exist before the
 dimensions are known), set ``config.total_steps`` to the number of optimizer steps, and pass the 0-based optimizer
 step to :meth:`train_forward`. Loss = ``adapter.lm_loss(adapter.forward(adapter.splice(prompt, out.visual,
-vision, method.position_mode))) + out.aux_loss``. Under data parallelism each rank's k_bar tracks its own batches.
+vision, "original"), biases=out.biases)) + out.aux_loss`` (:meth:`stepprune.PrunedVLM.forward`). Under data
+parallelism each rank's k_bar tracks its own batches.
 
 Not implemented (spec Sec. 7.2, "for ablation only"): the teacher-forced parallel recomputation of the decoder.
 """
@@ -42,7 +45,7 @@ from stepprune.selector.config import StepPruneConfig
 from stepprune.selector.decoder import Memory, PointerDecoder
 from stepprune.selector.denoiser import DiagonalDenoiser
 from stepprune.selector.encoder import CrossModalEncoder
-from stepprune.selector.gate import NoiseScale, vp_noise_gate
+from stepprune.selector.gate import NoiseScale, attention_gate, vp_noise_gate
 from stepprune.selector.graphs import GraphedLoop
 from stepprune.selector.layers import init_weights
 from stepprune.selector.loop import Rollout, run_selection, selection_limits
@@ -94,7 +97,7 @@ class StepPrune(BackboneBoundMethod):
         init_weights(self.encoder, c.init_std)
         init_weights(self.decoder, c.init_std)
         self.denoiser = None
-        if c.denoiser or c.denoise_at_inference:
+        if (c.denoiser and c.gate == "noise") or c.denoise_at_inference:
             self.denoiser = DiagonalDenoiser(c.d_tok // c.token_group, c.token_group, c.mlp_ratio)
             init_weights(self.denoiser, c.init_std)
             self.denoiser.zero_init_outputs()
@@ -258,17 +261,7 @@ class StepPrune(BackboneBoundMethod):
         budget = self.kbar.budget(n, ro.count if c.per_sample_k else None)
         g = self.polarise(s, mask, budget, beta)
 
-        dtype = self.encoder.text_proj.weight.dtype
-        x = vision.tokens.to(dtype)
-        self.noise.update(x, mask)
-        noise = self.noise.sample(x).to(dtype)
-        gated = vp_noise_gate(x, g, noise, c.gate_clamp)
-        if c.gate_forward == "hard":  # straight-through: the inference set's values, the soft gate's gradient
-            hard = vp_noise_gate(x, self.hard_selection(ro, mask).to(g.dtype), noise, c.gate_clamp)
-            gated = hard + gated - gated.detach()
-        x = gated
-        if c.denoiser:
-            x = self.denoiser(x)
+        x, biases = self._gate(vision.tokens.to(self.encoder.text_proj.weight.dtype), g, ro, mask)
         B, N = mask.shape
         index = torch.arange(N, device=x.device)[None].expand(B, -1)
         visual = VisualTokens(ctx.adapter.project(x), index, n.clone())
@@ -280,7 +273,26 @@ class StepPrune(BackboneBoundMethod):
         order = self._sorted_selection(ro)
         self.last_diagnostics = {"count": ro.count, "selection": order, "selection_order": ro.selection,
                                  "steps": ro.steps, "capped": ro.capped, "g": g.detach(), "scores": s.detach()}
-        return TrainOutput(visual, lam * length, metrics)
+        return TrainOutput(visual, lam * length, metrics, biases=biases)
+
+    def _gate(self, x: Tensor, g: Tensor, ro: Rollout, mask: Tensor) -> tuple[Tensor, list]:
+        """How g reaches the LLM: the (B, N, d_tok) pre-projector tokens it sees and its attention biases.
+
+        ``gate="noise"``: Eq. (13) (or its straight-through hard form), then the denoiser, Eq. (14); no biases.
+        ``gate="attention"``: the raw tokens and one log-g attention bias over every layer.
+        """
+        c = self.config
+        if c.gate == "attention":
+            return x, [attention_gate(g)]
+        self.noise.update(x, mask)
+        noise = self.noise.sample(x).to(x.dtype)
+        gated = vp_noise_gate(x, g, noise, c.gate_clamp)
+        if c.gate_forward == "hard":  # straight-through: the inference set's values, the soft gate's gradient
+            hard = vp_noise_gate(x, self.hard_selection(ro, mask).to(g.dtype), noise, c.gate_clamp)
+            gated = hard + gated - gated.detach()
+        if c.denoiser:
+            gated = self.denoiser(gated)
+        return gated, []
 
     @torch.no_grad()
     def _metrics(self, ro: Rollout, p: Tensor, alive: Tensor, k_hat: Tensor, g: Tensor, budget: Tensor,

@@ -20,7 +20,7 @@ def test_the_summary_prints_the_gap_table_when_measured():
                                                                                "tokens=15.4"]
     start = next(i for i, line in enumerate(lines) if line.startswith("train/inference gap"))
     assert lines[start + 1].split() == ["family", "n", "kept", *CONDITIONS]
-    assert lines[start + 2].split() == ["all", "120", "15.4", "0.000", "1.000", "2.000", "3.000", "4.000"]
+    assert lines[start + 2].split() == ["all", "120", "15.4", "0.000", "1.000", "2.000", "3.000", "4.000", "5.000"]
     assert lines[start + 3].split()[:3] == ["counting", "20", "14.0"]
     assert lines[-1].startswith("MLflow run abc")
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import stepprune
+from stepprune.methods.evidence_oracle import evidence_first
 from stepprune.train_gap import CONDITIONS, answer_nll_rows, render, summarise
 from tests.conftest import make_images
 
@@ -25,9 +26,9 @@ class Item:
         return make_images(1, seed=self.seed)[0]
 
 
-ITEMS = [Item("q0", "What color is the square?", "red", {"family": "attribute"}, 0),
-         Item("q1", "How many objects are there?", ["three", "3"], {"family": "counting"}, 1),
-         Item("q2", "Is there a red circle?", "yes", {"family": "attribute"}, 2)]
+ITEMS = [Item("q0", "What color is the square?", "red", {"family": "attribute", "evidence": [0, 1, 2]}, 0),
+         Item("q1", "How many objects are there?", ["three", "3"], {"family": "counting", "evidence": []}, 1),
+         Item("q2", "Is there a red circle?", "yes", {"family": "attribute", "evidence": [3, 3]}, 2)]
 
 
 def _stepprune(adapter, **cfg):
@@ -46,6 +47,7 @@ def test_a_selection_of_every_token_reproduces_vanilla(llava):
         # All tokens, whichever way they are chosen: the pruned paths equal the unpruned model.
         assert r["selection"] == pytest.approx(r["vanilla"], abs=1e-4)
         assert r["random"] == pytest.approx(r["vanilla"], abs=1e-4)
+        assert r["evidence"] == pytest.approx(r["vanilla"], abs=1e-4)
         assert abs(r["blind"] - r["vanilla"]) > 1e-3
         assert all(math.isfinite(r[c]) and r[c] > 0 for c in CONDITIONS)
 
@@ -59,6 +61,24 @@ def test_a_small_selection_differs_from_vanilla_and_random_is_seeded(llava):
     for r in a:
         assert 1 <= r["kept"] <= 8
         assert abs(r["selection"] - r["vanilla"]) > 1e-4
+
+
+def test_evidence_first_keeps_the_evidence_then_fills_at_random():
+    gen = torch.Generator().manual_seed(0)
+    perm = torch.tensor([7, 3, 5, 0, 9, 1, 2, 8, 4, 6])
+    got = evidence_first([9, 2, 2], perm, 4, gen)
+    assert got.tolist() == [2, 3, 7, 9]  # both evidence patches (once each), then perm's first two others
+    few = evidence_first([1, 4, 6, 8, 9], perm, 3, gen).tolist()  # k < |evidence|: a random 3 of them, sorted
+    assert few == sorted(few) and len(set(few)) == 3 and set(few) <= {1, 4, 6, 8, 9}
+    assert evidence_first([], perm, 3, gen).tolist() == [3, 5, 7]
+
+
+def test_the_evidence_condition_needs_evidence_on_every_item(llava):
+    plain = [dataclasses.replace(it, meta={"family": it.meta["family"]}) for it in ITEMS[:2]]
+    rows = answer_nll_rows(stepprune.PrunedVLM(llava, _stepprune(llava, k_max=8)), plain, step=9)
+    assert all("evidence" not in r for r in rows)
+    table = render(summarise(rows)).splitlines()
+    assert "evidence" not in table[0] and "random" in table[0]
 
 
 def test_qwen_rows_are_finite(qwen):
@@ -84,7 +104,7 @@ def test_a_question_s_nll_does_not_depend_on_its_batch(llava):
     three = answer_nll_rows(vlm, ITEMS, step=9, batch_size=3)
     for a, b in zip(one, three):
         assert a["kept"] == b["kept"]
-        for c in ("vanilla", "blind", "random", "selection"):
+        for c in ("vanilla", "blind", "random", "evidence", "selection"):
             assert a[c] == pytest.approx(b[c], abs=1e-4), c
 
 

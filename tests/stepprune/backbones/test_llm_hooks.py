@@ -5,7 +5,7 @@ import torch
 
 import stepprune
 from stepprune.backbones.hooks import AttentionBias, DecodeEvict, LayerEdit, PrefillDrop
-from stepprune.backbones.types import VISUAL
+from stepprune.backbones.types import VISUAL, VisualTokens
 from tests.conftest import PROMPTS, make_images
 from tests.stepprune.backbones.reference import cache_free_greedy
 
@@ -132,6 +132,28 @@ def test_hook_layer_out_of_range(llava):
     inputs, _ = _inputs(llava, n=1)
     with pytest.raises(ValueError, match="hook layer"):
         llava.runner.prefill(inputs, [PrefillDrop(0, lambda c: c.state.segment == VISUAL)])
+    with pytest.raises(ValueError, match="bias layer 0 must be"):  # layer 0 has no earlier layer to record
+        llava.runner.prefill(inputs, biases=[AttentionBias(0, lambda c: None, record_inputs=(0,))])
+    with pytest.raises(ValueError, match="bias layer 9 must be"):
+        llava.runner.prefill(inputs, biases=[AttentionBias(9, lambda c: None)])
+
+
+def test_hiding_keys_from_layer_0_equals_pre_llm_selection(llava):
+    # Hidden from every other row in every layer, the left-out visual tokens are as good as never spliced in: the
+    # text rows compute what pre-LLM selection at original positions computes (StepPrune's attention gate at hard g).
+    prompt = llava.prepare(make_images(2, seed=4), PROMPTS[:2])
+    vision = llava.vision_features(prompt)
+    inputs = llava.splice(prompt, llava.keep_all(vision), vision)
+    n = int(vision.num_tokens[0])
+    index = torch.arange(1, n, 2)[None].expand(2, -1)  # the even-ranked visual tokens _every_other_visual keeps
+    subset = VisualTokens.gather(llava.project(vision.tokens), index, torch.full((2,), index.shape[1]))
+    selected = llava.forward(llava.splice(prompt, subset, vision, "original"))
+    biased = llava.forward(inputs, biases=[AttentionBias(0, _hide_odd_visual_keys)])
+    from_layer_1 = llava.forward(inputs, biases=[AttentionBias(1, _hide_odd_visual_keys)])
+    for b in range(2):
+        want = selected.hidden[b][selected.state.valid[b]][-5:]
+        torch.testing.assert_close(biased.hidden[b][inputs.valid[b]][-5:], want, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(from_layer_1.hidden[b][inputs.valid[b]][-5:], want, atol=1e-4)
 
 
 def test_current_attention_rows_equal_eager_attention_of_the_hook_layer(tiny_llava_dir, tiny_qwen_dir):

@@ -9,6 +9,7 @@ import torch
 
 import stepprune
 from stepprune.selector import StepPrune, StepPruneConfig
+from stepprune.selector.gate import attention_gate
 from tests.conftest import make_images
 
 
@@ -202,7 +203,7 @@ def test_limits_hold_on_a_backbone(llava, qwen, make_batch, make_context, small)
     {"pointer": "cross_attention"}, {"causal_encoder": True}, {"score_mode": "last_step"},
     {"score_mode": "uniform"}, {"score_mode": "alive"}, {"soft_topk_solver": "sinkhorn"}, {"per_sample_k": True},
     {"noise_scale": "token"}, {"denoise_at_inference": True}, {"denoiser": False}, {"type_embedding": True},
-    {"gate_forward": "hard"},
+    {"gate_forward": "hard"}, {"gate": "attention"},
     {"mask_glimpse": False, "logit_clip": 10.0, "step_embedding": False},
 ])
 def test_ablation_switches_run_both_paths(variant, llava, make_batch, make_context, small):
@@ -211,8 +212,8 @@ def test_ablation_switches_run_both_paths(variant, llava, make_batch, make_conte
     prompt = make_batch(llava, 2)
     ctx = make_context(llava, prompt)
     out = m.train_forward(ctx, step=50)
-    loss = llava.lm_loss(llava.forward(llava.splice(prompt, out.visual, ctx.vision))) + out.aux_loss
-    loss.backward()
+    loss = llava.lm_loss(llava.forward(llava.splice(prompt, out.visual, ctx.vision), biases=out.biases))
+    (loss + out.aux_loss).backward()
     assert torch.isfinite(loss)
     vis = m.select(ctx)
     assert vis.embeds.shape[0] == 2 and bool((vis.count >= 1).all())
@@ -241,6 +242,50 @@ def test_the_hard_gate_shows_the_llm_exactly_the_inference_selection_and_trains_
     llava.lm_loss(llava.forward(llava.splice(prompt, out.visual, ctx.vision))).backward()
     grads = [p.grad for p in m.decoder.parameters() if p.grad is not None]
     assert grads and any(float(g.abs().sum()) > 0 for g in grads)  # the pointer learns through the SoftTopK
+
+
+def test_the_attention_gate_at_a_hard_g_is_the_inference_forward_and_trains_the_pointer(
+        llava, make_batch, make_context, small):
+    small.update(k_max=8, gate="attention")
+    m = _method(llava, **small)
+    assert m.denoiser is None  # nothing to denoise: the LLM sees the raw tokens
+    prompt = make_batch(llava, 2)
+    vlm = stepprune.PrunedVLM(llava, m)
+    inputs, out = vlm.train_inputs(prompt, step=50)
+    assert len(out.biases) == 1 and out.biases[0].layer == 0
+    torch.testing.assert_close(out.visual.embeds, llava.project(vlm.context(prompt).vision.tokens))
+
+    def nll(inputs, biases=()):
+        return llava.lm_loss(llava.forward(inputs, biases=biases), per_sample=True)
+
+    # g = 1 everywhere hides nothing: exactly the unpruned model (parity).
+    ones = torch.ones(2, out.visual.embeds.shape[1])
+    vanilla = nll(llava.splice(prompt, llava.keep_all(vlm.context(prompt).vision), vlm.context(prompt).vision))
+    torch.testing.assert_close(nll(inputs, [attention_gate(ones)]).detach(), vanilla, atol=1e-5, rtol=0)
+    # g = 1[i in S]: the inference forward (only S, original positions), up to the 1e-6 floor on the rest.
+    with torch.no_grad():
+        diag = m.last_diagnostics  # the training selection (equal to inference's, tested above)
+        hard = torch.zeros_like(ones)
+        for b in range(2):
+            hard[b, diag["selection"][b, : int(diag["count"][b])]] = 1.0
+        selected, _ = vlm.llm_inputs(vlm.context(prompt))
+        gated = nll(inputs, [attention_gate(hard.float())])
+        inference = nll(selected)
+        unmasked = nll(inputs)
+    torch.testing.assert_close(gated, inference, atol=2e-4, rtol=0)
+    assert float((unmasked - inference).abs().max()) > 1e-2  # the bias is what hides the rest
+    # The soft gate's gradient reaches the pointer through the SoftTopK.
+    (nll(inputs, out.biases).mean() + out.aux_loss).backward()
+    grads = [p.grad for p in m.decoder.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    assert m.encoder.text_proj.weight.grad.abs().sum() > 0
+
+
+def test_the_attention_gate_refuses_the_hard_forward():
+    with pytest.raises(ValueError, match="gate_forward='hard' is a noise-gate ablation"):
+        StepPruneConfig(gate="attention", gate_forward="hard")
+    with pytest.raises(ValueError, match="gate must be"):
+        StepPruneConfig(gate="mask")
 
 
 def test_the_library_does_not_import_the_pipeline_stack():

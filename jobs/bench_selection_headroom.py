@@ -1,0 +1,54 @@
+"""How much can token selection gain on a backbone? Accuracy of the evidence oracle against random at equal K.
+
+The evidence oracle (:mod:`stepprune.methods.evidence_oracle`) keeps each question's evidence patches first and
+fills up with random's own draw, so at each budget the two differ only in the evidence. The gap between them is
+the most any selector could gain over random at that K on this backbone; vanilla and blind bracket it. Greedy
+answers scored per family by SynthVQA's rules (``stepprune.benchmarks.synthvqa.aggregate``), one JSON line per row.
+
+    python jobs/bench_selection_headroom.py                                  # 480 validation questions, K 16 64 128
+    python jobs/bench_selection_headroom.py --items 2400 --budgets 16 64 128 192 --folder data/synthvqa/native/val
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone without installing
+
+import torch  # noqa: E402
+
+import stepprune  # noqa: E402
+from stepprune.benchmarks import synthvqa  # noqa: E402
+from stepprune.evaluation import predict  # noqa: E402
+from stepprune.methods.evidence_oracle import EvidenceConfig, EvidenceOracle  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="checkpoints/synthvqa-llava-tiny")
+    parser.add_argument("--folder", default="data/synthvqa/native/val", help="a SynthVQA native split folder")
+    parser.add_argument("--items", type=int, default=480)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[16, 64, 128])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    questions = Path(args.folder) / "questions.jsonl"
+    if not questions.is_file():
+        sys.exit(f"{questions} does not exist: generate SynthVQA first (python jobs/prepare_data.py)")
+    adapter = stepprune.load_backbone(args.backbone)
+    items = synthvqa.load(args.folder, limit=args.items)
+    methods = [("vanilla", None, stepprune.build_method("vanilla")), ("blind", 0, stepprune.build_method("blind"))]
+    for k in args.budgets:
+        methods += [("random", k, stepprune.build_method("random", budget=k)),
+                    ("evidence", k, EvidenceOracle(EvidenceConfig(budget=k, questions=str(questions))))]
+    for name, k, method in methods:
+        preds = predict(stepprune.PrunedVLM(adapter, method), items, batch_size=16, max_new_tokens=8)
+        table = synthvqa.aggregate(items, [p.answer for p in preds])
+        families = {f: round(100 * v, 1) for f, v in table.items() if "/" not in f and f != synthvqa.HEADLINE}
+        print(json.dumps({"method": name, "budget": k, "items": len(items),
+                          "overall": round(100 * table[synthvqa.HEADLINE], 1), **families}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

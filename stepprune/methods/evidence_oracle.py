@@ -1,0 +1,120 @@
+"""``evidence``: an oracle control that keeps each question's evidence patches, then random others up to K.
+
+SynthVQA records, for every question, the patches that hold what answers it (``evidence``, raster indices of
+the 24x24 grid). Keeping those first and filling up at random (the same fill ``random`` draws for the sample) is
+a selection no deployable method can make, because it reads the answer's location from the labels. It measures
+how much any selector could gain over ``random`` at the same K on a given backbone; a learned selector between
+the two has learned something, one at ``random`` has not.
+
+The evidence is read from a SynthVQA ``questions.jsonl`` (``config.questions``) and looked up by the sample's key,
+which the harness sets to the question id. It is deliberately not in the method registry: it is not a method one
+could deploy or cost, it needs label files, and every loop over the registry (smoke run, FLOPs tables, the eval
+matrix's method list) is about deployable methods. The training job's held-out check and
+:mod:`stepprune.train_gap` build it directly.
+
+Example::
+
+    oracle = EvidenceOracle(EvidenceConfig(budget=64, questions="data/synthvqa/native/val/questions.jsonl"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from stepprune.methods.base import MethodConfig, SelectionContext
+from stepprune.methods.controls import _IndexSelection
+
+
+def evidence_first(evidence: Sequence[int], perm: Tensor, k: int, gen: torch.Generator | None = None) -> Tensor:
+    """(k,) sorted token indices: the evidence patches (each once; a random k of them when there are more), then
+    ``perm``'s first indices that are not evidence, up to k in all.
+
+    Args:
+        evidence: raster indices of the evidence patches (duplicates allowed).
+        perm: (N,) a permutation of the token indices (the random fill order).
+        k: tokens to keep (<= N).
+        gen: draws which evidence patches are kept when there are more than k.
+    """
+    ev = torch.tensor(sorted({int(e) for e in evidence}), dtype=torch.long)
+    if len(ev) > k:
+        ev = ev[torch.randperm(len(ev), generator=gen)][:k]
+    rest = perm[~torch.isin(perm, ev)][: k - len(ev)]
+    return torch.cat([ev, rest]).sort().values
+
+
+def read_evidence(path: str | Path) -> dict[str, list[int]]:
+    """qid -> evidence patch indices from a SynthVQA ``questions.jsonl``.
+
+    Raises:
+        ValueError: naming the file, row and field of a malformed record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"evidence: questions file {path} does not exist")
+    out: dict[str, list[int]] = {}
+    with path.open() as f:
+        for row, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, row {row}: not JSON ({e.msg})") from None
+            qid, ev = rec.get("qid") if isinstance(rec, dict) else None, (rec or {}).get("evidence")
+            if not isinstance(qid, str) or not qid:
+                raise ValueError(f"{path}, row {row}, field 'qid': missing or not a string")
+            if not isinstance(ev, list) or not all(isinstance(p, int) and p >= 0 for p in ev):
+                raise ValueError(f"{path}, row {row}, field 'evidence': must be a list of patch indices")
+            out[qid] = ev
+    return out
+
+
+@dataclasses.dataclass
+class EvidenceConfig(MethodConfig):
+    """Config of ``evidence``.
+
+    Attributes:
+        questions: the SynthVQA ``questions.jsonl`` whose ``evidence`` the oracle reads (by ``qid``).
+        seed: the random fill's seed, mixed with each sample's key exactly as ``random`` mixes it.
+    """
+
+    questions: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.questions:
+            raise ValueError("EvidenceConfig: set questions to a SynthVQA questions.jsonl (the evidence source)")
+
+
+class EvidenceOracle(_IndexSelection):
+    """Keeps the question's evidence patches first, then ``random``'s fill, K in all, in raster order."""
+
+    name = "evidence"
+    config_class = EvidenceConfig
+    uses_text = True  # it reads the question's labels, a stronger signal than its text
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._evidence: dict[str, list[int]] | None = None
+
+    def evidence_of(self, key: str) -> list[int]:
+        if self._evidence is None:
+            self._evidence = read_evidence(self.config.questions)
+        if key not in self._evidence:
+            raise ValueError(f"evidence: no question with qid {key!r} in {self.config.questions}")
+        return self._evidence[key]
+
+    def indices(self, ctx: SelectionContext, b: int, rows: int, cols: int, k: int) -> Tensor:
+        key = ctx.sample_key(b)
+        seed = (self.config.seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63)
+        gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(rows * cols, generator=gen)  # random's own draw: same fill as random for the sample
+        return evidence_first([e for e in self.evidence_of(key) if e < rows * cols], perm, k, gen)

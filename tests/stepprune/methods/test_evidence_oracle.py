@@ -1,0 +1,85 @@
+"""The evidence oracle: the question's evidence patches first, then random's own fill; and its evidence file."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import stepprune
+from stepprune.benchmarks import synthvqa
+from stepprune.methods.evidence_oracle import EvidenceConfig, EvidenceOracle, evidence_first, read_evidence
+
+BACKBONE = Path(__file__).resolve().parents[3] / "checkpoints" / "synthvqa-llava-tiny"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from stepprune.data.synthvqa import generate_synthvqa
+
+    root = tmp_path_factory.mktemp("synthvqa")
+    generate_synthvqa(root, seed=0, n_train_images=0, n_val_images=0, n_test_images=2, llava_splits=(),
+                      benchmark_splits=())
+    return root / "native" / "test"
+
+
+def _kept(method, adapter, items):
+    prompt = adapter.prepare([it.load_image() for it in items], [it.prompt for it in items],
+                             keys=[it.qid for it in items])
+    out = stepprune.PrunedVLM(adapter, method).generate(prompt, max_new_tokens=1)
+    return out.kept_index
+
+
+def test_keeps_the_evidence_then_the_same_fill_as_random(folder, tmp_path):
+    adapter = stepprune.load_backbone(BACKBONE)
+    items = synthvqa.load(folder)
+    small = [it for it in items if 0 < len(set(it.meta["evidence"])) <= 16][:3]
+    empty = [dataclasses.replace(items[-1], meta={**items[-1].meta, "evidence": []})]
+    assert len(small) == 3
+    # The same records, with the last question's evidence emptied (a few existence and counting questions have none).
+    records = [json.loads(line) for line in (folder / "questions.jsonl").read_text().splitlines()]
+    records = [{**r, "evidence": []} if r["qid"] == empty[0].qid else r for r in records]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps(r) for r in records))
+    oracle = EvidenceOracle(EvidenceConfig(budget=16, questions=str(questions)))
+    random = stepprune.build_method("random", budget=16)
+    got, rand = _kept(oracle, adapter, small + empty), _kept(random, adapter, small + empty)
+    for it, kept, r in zip(small + empty, got, rand):
+        evidence = set(it.meta["evidence"])
+        assert len(kept) == 16 and kept == sorted(set(kept)) and evidence <= set(kept)
+        # The fill is random's draw for the same question, with the evidence taken out of it.
+        seed = zlib_seed(it.qid)
+        perm = torch.randperm(576, generator=torch.Generator().manual_seed(seed))
+        fill = [p for p in perm.tolist() if p not in evidence][: 16 - len(evidence)]
+        assert set(kept) == evidence | set(fill)
+    assert got[-1] == rand[-1]  # no evidence: exactly random's selection
+
+
+def zlib_seed(key):
+    import zlib
+
+    return (0 * 1_000_003 + zlib.crc32(key.encode())) % (2**63)
+
+
+def test_more_evidence_than_budget_keeps_a_subset_of_it():
+    gen = torch.Generator().manual_seed(0)
+    got = evidence_first(range(10, 30), torch.randperm(50, generator=gen), 5, gen).tolist()
+    assert len(got) == 5 and set(got) <= set(range(10, 30)) and got == sorted(got)
+
+
+def test_a_question_without_a_record_or_a_bad_file_is_named(folder, tmp_path):
+    oracle = EvidenceOracle(EvidenceConfig(budget=4, questions=str(folder / "questions.jsonl")))
+    with pytest.raises(ValueError, match="no question with qid 'nope'"):
+        oracle.evidence_of("nope")
+    bad = tmp_path / "questions.jsonl"
+    bad.write_text(json.dumps({"qid": "a", "evidence": [1, 2]}) + "\n" + json.dumps({"qid": "b", "evidence": "x"}))
+    with pytest.raises(ValueError, match=r"questions.jsonl, row 2, field 'evidence'"):
+        read_evidence(bad)
+    bad.write_text("{not json\n")
+    with pytest.raises(ValueError, match="row 1: not JSON"):
+        read_evidence(bad)
+    with pytest.raises(ValueError, match="does not exist"):
+        read_evidence(tmp_path / "missing.jsonl")
+    with pytest.raises(ValueError, match="set questions"):
+        EvidenceConfig(budget=4)
