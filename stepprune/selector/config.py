@@ -80,6 +80,14 @@ class StepPruneConfig(MethodConfig):
         per_sample_k: Sec. 12 item 4. False (paper): the SoftTopK budget is the running batch mean k_bar; True
             (ablation): each sample's own hard count K_b.
         kbar_momentum: rho of the k_bar EMA (initialised at K_max).
+        budget_grad: ablation, not in the spec. The SoftTopK budget keeps its value (k_bar, or K_b with
+            ``per_sample_k``) but carries the gradient of K^ (the batch mean of K^ for k_bar), straight-through
+            as in Eq. (15). Why: with a detached budget the LM loss's gradient on the stop vector pointed the same
+            way as the length term's at the end of three embedded runs (cosine +0.19 to +0.72), so nothing in the
+            loss held K up. This lets L_LM reach the count through the SoftTopK's implicit gradient in k.
+            Measured on the embedded default with ``per_sample_k`` (100 steps, 960 validation questions): K rose
+            to the cap (128) against lambda 0.3, where without it K fell to 3-15; but the selection was no better:
+            42.7 % against random's 43.5 % at 128 (the evidence oracle: 51.4 %). Default off.
         gate_forward: what the noise gate's *forward* uses (ablation; not in the spec). ``"soft"`` (spec, paper):
             g = SoftTopK(s), so the LM sees the soft top-k_bar of the scores s. ``"hard"`` (straight-through): the
             gate's value is the hard selection 1[i in S], the set inference keeps, and its gradient is that of the
@@ -148,6 +156,7 @@ class StepPruneConfig(MethodConfig):
     score_mode: ScoreMode = "full"
     soft_topk_solver: Literal["closed_form", "sinkhorn"] = "closed_form"
     per_sample_k: bool = False
+    budget_grad: bool = False
     gate_forward: Literal["soft", "hard"] = "soft"
     gate: Literal["noise", "attention"] = "noise"
     kbar_momentum: float = 0.9

@@ -259,6 +259,9 @@ class StepPrune(BackboneBoundMethod):
         ro = self._rollout(ctx, mem, train=True)
         p, alive, k_hat, s = self.soft_scores(ro, mask)
         budget = self.kbar.budget(n, ro.count if c.per_sample_k else None)
+        if c.budget_grad:  # the value stays; the gradient is K^'s, so L_LM can ask for more (or fewer) tokens
+            k_hat_b = k_hat if c.per_sample_k else k_hat.mean().expand_as(k_hat)
+            budget = budget + (k_hat_b - k_hat_b.detach())
         g = self.polarise(s, mask, budget, beta)
 
         x, biases = self._gate(vision.tokens.to(self.encoder.text_proj.weight.dtype), g, ro, mask)

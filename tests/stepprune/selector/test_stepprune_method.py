@@ -203,7 +203,8 @@ def test_limits_hold_on_a_backbone(llava, qwen, make_batch, make_context, small)
     {"pointer": "cross_attention"}, {"causal_encoder": True}, {"score_mode": "last_step"},
     {"score_mode": "uniform"}, {"score_mode": "alive"}, {"soft_topk_solver": "sinkhorn"}, {"per_sample_k": True},
     {"noise_scale": "token"}, {"denoise_at_inference": True}, {"denoiser": False}, {"type_embedding": True},
-    {"gate_forward": "hard"}, {"gate": "attention"},
+    {"gate_forward": "hard"}, {"gate": "attention"}, {"budget_grad": True},
+    {"budget_grad": True, "per_sample_k": True},
     {"mask_glimpse": False, "logit_clip": 10.0, "step_embedding": False},
 ])
 def test_ablation_switches_run_both_paths(variant, llava, make_batch, make_context, small):
@@ -279,6 +280,23 @@ def test_the_attention_gate_at_a_hard_g_is_the_inference_forward_and_trains_the_
     grads = [p.grad for p in m.decoder.parameters() if p.grad is not None]
     assert grads and any(float(g.abs().sum()) > 0 for g in grads)
     assert m.encoder.text_proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("per_sample_k", [False, True])
+def test_budget_grad_keeps_the_values_and_lets_the_lm_loss_reach_the_count(per_sample_k, llava, make_batch,
+                                                                           make_context, small):
+    small.update(k_max=8, per_sample_k=per_sample_k)
+    prompt = make_batch(llava, 2)
+    grads, visuals = {}, {}
+    for flag in (False, True):
+        m = _method(llava, **small, budget_grad=flag)
+        torch.manual_seed(1)  # the same noise draw in both
+        out = m.train_forward(make_context(llava, prompt), step=50)
+        visuals[flag] = out.visual.embeds.detach()
+        lm = llava.lm_loss(llava.forward(llava.splice(prompt, out.visual, make_context(llava, prompt).vision)))
+        grads[flag] = torch.autograd.grad(lm, m.decoder.stop)[0]
+    torch.testing.assert_close(visuals[True], visuals[False], rtol=0, atol=0)  # a straight-through: same forward
+    assert float((grads[True] - grads[False]).abs().max()) > 1e-6 * float(grads[False].abs().max() + 1e-12)
 
 
 def test_the_attention_gate_refuses_the_hard_forward():
