@@ -63,6 +63,7 @@ def answer_nll_rows(vlm: PrunedVLM, items: Sequence[Any], step: int, *, seed: in
     gen_evidence = torch.Generator().manual_seed(seed + 1)  # its own stream: each item's draws are batch-free
     torch.manual_seed(seed)
     mode = method.position_mode_for(adapter.family)
+    with_evidence = all("evidence" in (getattr(it, "meta", None) or {}) for it in items)
     rows = []
     for i in range(0, len(items), batch_size):
         chunk = items[i: i + batch_size]
@@ -91,7 +92,6 @@ def answer_nll_rows(vlm: PrunedVLM, items: Sequence[Any], step: int, *, seed: in
             blind = nll(subset([torch.arange(0) for _ in chunk]))
             perms = [torch.randperm(int(v), generator=gen) for v in n]
             random = nll(subset([p[:k].sort().values for p, k in zip(perms, kept)]))
-            with_evidence = all("evidence" in ((getattr(it, "meta", None) or {})) for it in items)
             if with_evidence:
                 evidence = nll(subset([evidence_first(it.meta["evidence"], p, k, gen_evidence)
                                        for it, p, k in zip(chunk, perms, kept)]))
@@ -103,7 +103,6 @@ def answer_nll_rows(vlm: PrunedVLM, items: Sequence[Any], step: int, *, seed: in
                          "random": random[b], "train_path": train[b],
                          **({"evidence": evidence[b]} if with_evidence else {})})
     return rows
-
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:

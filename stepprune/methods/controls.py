@@ -101,6 +101,12 @@ class Blind(PruningMethod):
                             torch.zeros(B, dtype=torch.long, device=proj.device))
 
 
+def sample_generator(seed: int, key: str) -> torch.Generator:
+    """The generator ``random`` draws sample ``key``'s subset from: ``seed`` mixed with the key, so a sample gets
+    the same draw whatever batch it is in."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63))
+
+
 @dataclasses.dataclass
 class RandomConfig(MethodConfig):
     """Config of ``random``. ``seed`` is mixed with each sample's key."""
@@ -135,8 +141,8 @@ class RandomPrune(_IndexSelection):
     config_class = RandomConfig
 
     def indices(self, ctx: SelectionContext, b: int, rows: int, cols: int, k: int) -> Tensor:
-        seed = (self.config.seed * 1_000_003 + zlib.crc32(ctx.sample_key(b).encode())) % (2**63)
-        return torch.randperm(rows * cols, generator=torch.Generator().manual_seed(seed))[:k].sort().values
+        gen = sample_generator(self.config.seed, ctx.sample_key(b))
+        return torch.randperm(rows * cols, generator=gen)[:k].sort().values
 
 
 @register

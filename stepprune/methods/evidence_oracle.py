@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch
 from torch import Tensor
 
 from stepprune.methods.base import MethodConfig, SelectionContext
-from stepprune.methods.controls import _IndexSelection
+from stepprune.methods.controls import _IndexSelection, sample_generator
 
 
 def evidence_first(evidence: Sequence[int], perm: Tensor, k: int, gen: torch.Generator | None = None) -> Tensor:
@@ -114,7 +113,6 @@ class EvidenceOracle(_IndexSelection):
 
     def indices(self, ctx: SelectionContext, b: int, rows: int, cols: int, k: int) -> Tensor:
         key = ctx.sample_key(b)
-        seed = (self.config.seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63)
-        gen = torch.Generator().manual_seed(seed)
+        gen = sample_generator(self.config.seed, key)
         perm = torch.randperm(rows * cols, generator=gen)  # random's own draw: same fill as random for the sample
         return evidence_first([e for e in self.evidence_of(key) if e < rows * cols], perm, k, gen)
