@@ -9,16 +9,20 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
 
 import stepprune
 from stepprune.benchmarks import get_benchmark
+from stepprune.evaluation import token_recall
 
 
 @dataclasses.dataclass
 class HeldOutResult:
-    """Accuracy and mean kept tokens of one method on the held-out items."""
+    """Accuracy and mean kept tokens of one method on the held-out items, and on items that record their evidence
+    patches (SynthVQA) the token recall: the mean share of each item's evidence that reaches the LLM's last layer
+    (:func:`stepprune.evaluation.token_recall`; None without evidence). Random's recall at the same K is chance."""
 
     method: str
     accuracy: float
@@ -26,6 +30,7 @@ class HeldOutResult:
     items: int
     seconds: float
     kept: list[int]
+    token_recall: float | None = None
 
 
 def evaluate_methods(adapter: stepprune.BackboneAdapter, methods: Sequence[tuple[str, stepprune.PruningMethod]],
@@ -38,7 +43,7 @@ def evaluate_methods(adapter: stepprune.BackboneAdapter, methods: Sequence[tuple
     results = []
     for label, method in methods:
         vlm = stepprune.PrunedVLM(adapter, method)
-        preds, kept = [], []
+        preds, kept, final = [], [], []
         t0 = time.perf_counter()
         for i in range(0, len(items), batch_size):
             chunk = items[i: i + batch_size]
@@ -47,8 +52,11 @@ def evaluate_methods(adapter: stepprune.BackboneAdapter, methods: Sequence[tuple
             out = vlm.generate(prompt, max_new_tokens=max_new_tokens)
             preds.extend(out.texts)
             kept.extend(out.kept.tolist())
+            final.extend(out.final_index)
+        seconds = time.perf_counter() - t0
         score = float(np.mean([bench.score_one(p, it) for p, it in zip(preds, items)]))
-        results.append(HeldOutResult(label, score, float(np.mean(kept)), len(items), time.perf_counter() - t0, kept))
+        recall = token_recall(items, [SimpleNamespace(final_index=f) for f in final])
+        results.append(HeldOutResult(label, score, float(np.mean(kept)), len(items), seconds, kept, recall))
     return results
 
 

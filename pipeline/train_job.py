@@ -53,9 +53,12 @@ class TrainSummary:
             f"selector checkpoint: {self.selector_dir}",
         ]
         if self.heldout:
-            lines.append("held-out accuracy (same items):")
+            lines.append("held-out accuracy (same items; evidence recall: the share of each question's evidence "
+                         "patches kept, where random's is chance):")
             for r in self.heldout:
-                lines.append(f"  {r['method']:<28} acc={r['accuracy']:.4f}  mean kept tokens={r['mean_kept']:.1f}")
+                recall = r.get("token_recall")
+                lines.append(f"  {r['method']:<28} acc={r['accuracy']:.4f}  mean kept tokens={r['mean_kept']:.1f}"
+                             + ("" if recall is None else f"  evidence recall={100 * recall:.1f}%"))
         if self.gap:
             from stepprune.train_gap import render
 
@@ -262,7 +265,8 @@ def heldout_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker
     rows = [dataclasses.asdict(r) for r in (*first, *rand)]
     for r in rows:
         name = r["method"].split(" ")[0]
-        tracker.log_metrics({f"heldout.{name}.accuracy": r["accuracy"], f"heldout.{name}.mean_kept": r["mean_kept"]})
+        tracker.log_metrics({f"heldout.{name}.accuracy": r["accuracy"], f"heldout.{name}.mean_kept": r["mean_kept"],
+                             **({} if r["token_recall"] is None else {f"heldout.{name}.token_recall": r["token_recall"]})})
         r.pop("kept")
     tracker.log_dict({"heldout": rows}, "heldout.json")
     return rows

@@ -27,3 +27,11 @@ def test_the_summary_prints_the_gap_table_when_measured():
 
 def test_no_gap_no_table():
     assert "train/inference gap" not in _summary(None).render()
+
+
+def test_the_summary_prints_evidence_recall_where_measured():
+    s = _summary(None)
+    s.heldout = [{**s.heldout[0], "token_recall": 0.125}, {**s.heldout[1], "token_recall": None}]
+    lines = s.render().splitlines()
+    assert next(x for x in lines if "stepprune (trained)" in x).endswith("evidence recall=12.5%")
+    assert "recall" not in next(x for x in lines if x.strip().startswith("vanilla"))
