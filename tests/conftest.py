@@ -43,6 +43,17 @@ def tiny_llava_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def synthvqa_test_folder(tmp_path_factory):
+    """A SynthVQA test split of two images in its native format (questions.jsonl with evidence), generated offline."""
+    from stepprune.data.synthvqa import generate_synthvqa
+
+    root = tmp_path_factory.mktemp("synthvqa")
+    generate_synthvqa(root, seed=0, n_train_images=0, n_val_images=0, n_test_images=2, llava_splits=(),
+                      benchmark_splits=())
+    return root / "native" / "test"
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen_dir(tmp_path_factory):
     from stepprune.backbones.tiny import build_tiny_qwen2_5_vl
 

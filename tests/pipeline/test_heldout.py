@@ -12,13 +12,8 @@ BACKBONE = Path(__file__).resolve().parents[2] / "checkpoints" / "synthvqa-llava
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from stepprune.data.synthvqa import generate_synthvqa
-
-    root = tmp_path_factory.mktemp("synthvqa")
-    generate_synthvqa(root, seed=0, n_train_images=0, n_val_images=0, n_test_images=1, llava_splits=(),
-                      benchmark_splits=())
-    return root / "native" / "test"
+def folder(synthvqa_test_folder):
+    return synthvqa_test_folder
 
 
 def test_token_recall_is_full_for_vanilla_and_the_kept_share_for_random(folder, one_thread):

@@ -17,13 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from stepprune.data.synthvqa import generate_synthvqa
-
-    root = tmp_path_factory.mktemp("synthvqa")
-    generate_synthvqa(root, seed=0, n_train_images=0, n_val_images=0, n_test_images=1, llava_splits=(),
-                      benchmark_splits=())
-    return root / "native" / "test"
+def folder(synthvqa_test_folder):
+    return synthvqa_test_folder
 
 
 def _cfg(folder, *extra):
