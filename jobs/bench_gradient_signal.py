@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     from stepprune.gate_saliency import auc, gate_saliency
     from stepprune.methods.evidence_oracle import evidence_first
     from stepprune.methods.token_rows import pad_index_rows
-    from stepprune.train_gap import _answer_text
+    from stepprune.train_gap import answer_conversations
 
     torch.set_num_threads(args.threads)
     budgets = [int(k) for k in args.budgets.split(",")]
@@ -58,9 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     nll: dict[tuple, list[float]] = {}
     for i in range(0, len(items), args.batch_size):
         chunk = items[i: i + args.batch_size]
-        convs = [[{"from": "human", "value": "<image>\n" + it.prompt}, {"from": "gpt", "value": _answer_text(it.answer)}]
-                 for it in chunk]
-        prompt = adapter.prepare_conversations([it.load_image() for it in chunk], convs, keys=[it.qid for it in chunk])
+        prompt = adapter.prepare_conversations([it.load_image() for it in chunk], answer_conversations(chunk),
+                                               keys=[it.qid for it in chunk])
         with torch.no_grad():
             vision = adapter.vision_features(prompt)
             projected = adapter.project(vision.tokens)

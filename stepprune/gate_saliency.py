@@ -21,7 +21,7 @@ from torch import Tensor
 
 from stepprune.backbones.base import BackboneAdapter
 from stepprune.backbones.types import PromptBatch, VisualTokens
-from stepprune.selector.gate import attention_gate
+from stepprune.selector.gate import attention_gate, vp_noise_gate
 
 
 def gate_saliency(adapter: BackboneAdapter, prompt: PromptBatch, g0: float, gate: str = "attention",
@@ -54,7 +54,7 @@ def gate_saliency(adapter: BackboneAdapter, prompt: PromptBatch, g0: float, gate
         mask = vision.token_mask[..., None].to(x.dtype)
         rms = ((x.float() ** 2 * mask).sum() / (mask.sum() * x.shape[-1])).sqrt()
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32) * rms
-        gated = g.sqrt()[..., None] * x.float() + (1.0 - g).sqrt()[..., None] * eps
+        gated = vp_noise_gate(x.float(), g, eps)
         index = torch.arange(N, device=x.device)[None].expand(B, -1)
         visual, biases = VisualTokens(adapter.project(gated.to(x.dtype)), index, vision.num_tokens.clone()), []
     inputs = adapter.splice(prompt, visual, vision, "original")
@@ -64,19 +64,10 @@ def gate_saliency(adapter: BackboneAdapter, prompt: PromptBatch, g0: float, gate
 
 
 def auc(score: Tensor, positive: Tensor) -> float | None:
-    """Area under the ROC curve of ``score`` (1-D) separating ``positive`` (bool) from the rest (ties: average
-    ranks); None when either class is empty."""
-    n_pos = int(positive.sum())
-    n_neg = positive.numel() - n_pos
-    if n_pos == 0 or n_neg == 0:
+    """Area under the ROC curve of ``score`` (1-D) separating ``positive`` (bool) from the rest: the share of
+    (positive, negative) pairs the score orders correctly, ties counting half; None when either class is empty."""
+    pos, neg = score[positive].double(), score[~positive].double()
+    if pos.numel() == 0 or neg.numel() == 0:
         return None
-    order = score.double().argsort()
-    ranks = torch.empty_like(order, dtype=torch.float64)
-    ranks[order] = torch.arange(1, score.numel() + 1, dtype=torch.float64)
-    sorted_scores = score.double()[order]
-    # Average the ranks of tied scores.
-    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    mean_rank = ends - (counts.double() - 1) / 2
-    ranks[order] = mean_rank[inverse]
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())

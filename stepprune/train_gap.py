@@ -42,6 +42,13 @@ def _answer_text(answer: Any) -> str:
     return str(answer)
 
 
+def answer_conversations(items: Sequence[Any]) -> list[list[dict[str, str]]]:
+    """One LLaVA-Instruct conversation per benchmark item: its prompt with the image marker, then its answer as
+    the labelled turn (the first reference answer for VQA-style lists)."""
+    return [[{"from": "human", "value": "<image>\n" + it.prompt}, {"from": "gpt", "value": _answer_text(it.answer)}]
+            for it in items]
+
+
 def answer_nll_rows(vlm: PrunedVLM, items: Sequence[Any], step: int, *, seed: int = 0,
                     batch_size: int = 16) -> list[dict[str, Any]]:
     """Per-question answer NLL under each of :data:`CONDITIONS`.
@@ -67,9 +74,8 @@ def answer_nll_rows(vlm: PrunedVLM, items: Sequence[Any], step: int, *, seed: in
     rows = []
     for i in range(0, len(items), batch_size):
         chunk = items[i: i + batch_size]
-        convs = [[{"from": "human", "value": "<image>\n" + it.prompt},
-                  {"from": "gpt", "value": _answer_text(it.answer)}] for it in chunk]
-        prompt = adapter.prepare_conversations([it.load_image() for it in chunk], convs, keys=[it.qid for it in chunk])
+        prompt = adapter.prepare_conversations([it.load_image() for it in chunk], answer_conversations(chunk),
+                                               keys=[it.qid for it in chunk])
         with torch.no_grad():
             ctx = vlm.context(prompt)
             x, n = ctx.vision.tokens, ctx.vision.num_tokens  # (B, N, d_v), (B,) valid rows per image
