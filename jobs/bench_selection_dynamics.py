@@ -54,10 +54,13 @@ def main(argv: list[str] | None = None) -> None:
     # One process group for every seed: DeepSpeed keeps its groups across engines, so it must not be rebuilt.
     with one_rank_group(torch.device("cpu")):
         for seed in (int(x) for x in args.seeds.split(",")):
-            print(f"seed {seed}: step  lm_loss  K_train  K_kept  evidence recall  chance  recall/chance", flush=True)
+            print(f"seed {seed}: step  lm_loss  K_train  g on S  g off S  K_kept  evidence recall  chance  "
+                  "recall/chance", flush=True)
             for r in run(cfg, items, steps=args.steps, every=args.every, seed=seed):
-                print(f"        {r['step']:5d}  {r.get('lm_loss', float('nan')):7.3f}"
-                      f"  {r.get('K_train', float('nan')):7.1f}  {r['K']:6.1f}  {100 * r['recall']:14.1f}%"
+                nan = float("nan")
+                print(f"        {r['step']:5d}  {r.get('lm_loss', nan):7.3f}  {r.get('K_train', nan):7.1f}"
+                      f"  {r.get('g_selected', nan):6.3f}  {r.get('g_rest', nan):7.3f}"
+                      f"  {r['K']:6.1f}  {100 * r['recall']:14.1f}%"
                       f"  {100 * r['chance']:5.1f}%  {r['recall'] / r['chance']:13.2f}", flush=True)
                 print(json.dumps({"seed": seed, **r}), flush=True)
 

@@ -82,7 +82,9 @@ def run(cfg: TrainJobConfig, items: list, *, steps: int, every: int, seed: int, 
 
     Yields:
         One record per measurement, as it is taken: ``step``, ``recall``, ``chance``, ``K`` and, after step 0, the
-        mean training ``lm_loss`` and ``K_train`` of the steps since the previous record and the wall seconds so far.
+        mean training ``lm_loss`` and ``K_train`` of the steps since the previous record, for methods that report
+        them the mean training gate on the selection and off it (``g_selected``, ``g_rest``: StepPrune's), and the
+        wall seconds so far.
     """
     if cfg.scaling.num_workers != 1:
         raise ValueError("selection dynamics run one worker: set scaling.num_workers=1")
@@ -103,6 +105,7 @@ def run(cfg: TrainJobConfig, items: list, *, steps: int, every: int, seed: int, 
         yield {"step": 0, **evidence_recall(vlm, prompts, items)}
         losses: list[float] = []
         ks: list[float] = []
+        gates: dict[str, list[float]] = {"g_selected": [], "g_rest": []}
         t0 = time.perf_counter()
         micro = 0
         for step in range(steps):
@@ -117,8 +120,13 @@ def run(cfg: TrainJobConfig, items: list, *, steps: int, every: int, seed: int, 
                 k = out.metrics.get("K")
                 if isinstance(k, torch.Tensor):
                     ks.extend(k.detach().float().flatten().tolist())
+                for key, values in gates.items():
+                    if key in out.metrics:
+                        values.append(float(out.metrics[key]))
             if (step + 1) % every == 0 or step + 1 == steps:
                 yield {"step": step + 1, **evidence_recall(vlm, prompts, items),
                        "lm_loss": statistics.fmean(losses), "K_train": statistics.fmean(ks) if ks else float("nan"),
+                       **{key: statistics.fmean(v) for key, v in gates.items() if v},
                        "seconds": time.perf_counter() - t0}
                 losses, ks = [], []
+                gates = {key: [] for key in gates}

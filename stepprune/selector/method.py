@@ -321,13 +321,19 @@ class StepPrune(BackboneBoundMethod):
         w = mask.float()
         g_mean = (g * w).sum() / w.sum()
         g_std = (((g - g_mean) ** 2 * w).sum() / w.sum()).sqrt()  # spread of g over valid tokens
+        # Mean g on the selection S and on the rest. Eq. (11) credits a picked token only up to its own step and an
+        # unpicked one over the whole episode, so while the pointer is flat the rest can out-score S and the LM
+        # trains on a gate that opens what inference drops (g_selected < g_rest).
+        rest = mask & ~hard
+        g_selected = ((g * hard).sum(dim=1) / hard.sum(dim=1).clamp_min(1)).mean()
+        g_rest = ((g * rest).sum(dim=1) / rest.sum(dim=1).clamp_min(1)).mean()
         return {
             "K": K.detach(),  # per sample: the trainer gathers it across ranks for the K histogram
             "K_mean": K.mean(), "K_std": K.std(unbiased=False), "kbar": self.kbar.value.clone(),
             "K_minus_Khat": (K - k_hat.detach()).mean(), "p1_stop": p1_stop.mean(),
             "pointer_entropy": entropy, "overlap": overlap, "log_prob": log_prob.mean(),
             "frac_capped": ro.capped.float().mean(), "frac_kmin": (ro.count <= c.k_min).float().mean(),
-            "g_std": g_std, "alive_mean": (alive * valid).sum() / valid.sum().clamp_min(1.0),
+            "g_std": g_std, "g_selected": g_selected, "g_rest": g_rest, "alive_mean": (alive * valid).sum() / valid.sum().clamp_min(1.0),
             "length": length.detach(), "length_loss": lam * length.detach(),
             "alpha": torch.tensor(alpha), "beta": torch.tensor(beta), "lambda": torch.tensor(lam),
         }

@@ -35,6 +35,7 @@ def test_the_bench_trains_the_method_and_measures_recall_against_chance(folder, 
     for r in first:
         assert 0.0 <= r["recall"] <= 1.0 and 1 <= r["K"] <= 16 and r["chance"] == pytest.approx(r["K"] / 576)
     assert all(torch.isfinite(torch.tensor(r["lm_loss"])) for r in first[1:])
+    assert all(0.0 <= r["g_selected"] <= 1.0 and 0.0 <= r["g_rest"] <= 1.0 for r in first[1:])
     # the same seed: the same initialisation, so the same selection before training
     again = list(run(cfg, items, steps=1, every=1, seed=0, batch_size=2))
     assert again[0] == first[0]

@@ -121,7 +121,7 @@ def test_train_forward_returns_all_tokens_and_metrics(qwen, make_batch, make_con
     assert out.visual.embeds.shape == (2, 144, 32)
     assert torch.equal(out.visual.source_index[0], torch.arange(144)) and out.visual.count.tolist() == [144, 144]
     for key in ("K_mean", "K_std", "kbar", "K_minus_Khat", "p1_stop", "pointer_entropy", "overlap", "alpha",
-                "beta", "lambda", "frac_capped", "g_std", "log_prob", "text_effect", "question_effect"):
+                "beta", "lambda", "frac_capped", "g_std", "g_selected", "g_rest", "log_prob", "text_effect", "question_effect"):
         assert key in out.metrics and torch.isfinite(torch.as_tensor(out.metrics[key])).all(), key
     assert float(out.metrics["alpha"]) == 0.0 and float(out.metrics["beta"]) == pytest.approx(0.2)
     assert float(out.metrics["text_effect"]) == 0.0  # alpha = 0 at step 0: the question's content cannot enter yet
@@ -129,6 +129,20 @@ def test_train_forward_returns_all_tokens_and_metrics(qwen, make_batch, make_con
     # k_bar moved from K_max towards the batch mean
     expected = 0.9 * small["k_max"] + 0.1 * float(out.metrics["K_mean"])
     assert float(m.kbar.value) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("tau, selected_first", [(100.0, False), (1e-3, True)])
+def test_eq11_gates_the_selection_only_when_the_pointer_is_sharp(tau, selected_first, llava, make_batch,
+                                                                 make_context, small):
+    # A flat pointer (p_t ~ 1 / (N + 1 - t)) credits a token picked at step t with about t / N and an unpicked one
+    # with about T / N, so the training gate opens the tokens inference drops; a sharp one gives each pick ~gamma^t.
+    m = _method(llava, **{**small, "tau": tau, "k_min": small["k_max"]})  # every episode runs to the cap
+    out = m.train_forward(make_context(llava, make_batch(llava, 2)), step=0)
+    selected, rest = float(out.metrics["g_selected"]), float(out.metrics["g_rest"])
+    assert 0.0 < selected < 1.0 and 0.0 < rest < 1.0
+    assert (selected > rest) == selected_first, (selected, rest)
+    if selected_first:
+        assert float(out.metrics["overlap"]) >= 0.9  # top-K(g) is (nearly) S
 
 
 def test_text_and_question_effects_measure_how_far_the_question_moves_the_memory(llava, make_batch, make_context,
