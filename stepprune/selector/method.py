@@ -333,7 +333,8 @@ class StepPrune(BackboneBoundMethod):
             "K_minus_Khat": (K - k_hat.detach()).mean(), "p1_stop": p1_stop.mean(),
             "pointer_entropy": entropy, "overlap": overlap, "log_prob": log_prob.mean(),
             "frac_capped": ro.capped.float().mean(), "frac_kmin": (ro.count <= c.k_min).float().mean(),
-            "g_std": g_std, "g_selected": g_selected, "g_rest": g_rest, "alive_mean": (alive * valid).sum() / valid.sum().clamp_min(1.0),
+            "g_std": g_std, "g_selected": g_selected, "g_rest": g_rest,
+            "alive_mean": (alive * valid).sum() / valid.sum().clamp_min(1.0),
             "length": length.detach(), "length_loss": lam * length.detach(),
             "alpha": torch.tensor(alpha), "beta": torch.tensor(beta), "lambda": torch.tensor(lam),
         }

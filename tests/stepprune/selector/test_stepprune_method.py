@@ -121,7 +121,8 @@ def test_train_forward_returns_all_tokens_and_metrics(qwen, make_batch, make_con
     assert out.visual.embeds.shape == (2, 144, 32)
     assert torch.equal(out.visual.source_index[0], torch.arange(144)) and out.visual.count.tolist() == [144, 144]
     for key in ("K_mean", "K_std", "kbar", "K_minus_Khat", "p1_stop", "pointer_entropy", "overlap", "alpha",
-                "beta", "lambda", "frac_capped", "g_std", "g_selected", "g_rest", "log_prob", "text_effect", "question_effect"):
+                "beta", "lambda", "frac_capped", "g_std", "g_selected", "g_rest", "log_prob", "text_effect",
+                "question_effect"):
         assert key in out.metrics and torch.isfinite(torch.as_tensor(out.metrics[key])).all(), key
     assert float(out.metrics["alpha"]) == 0.0 and float(out.metrics["beta"]) == pytest.approx(0.2)
     assert float(out.metrics["text_effect"]) == 0.0  # alpha = 0 at step 0: the question's content cannot enter yet
