@@ -321,9 +321,8 @@ class StepPrune(BackboneBoundMethod):
         w = mask.float()
         g_mean = (g * w).sum() / w.sum()
         g_std = (((g - g_mean) ** 2 * w).sum() / w.sum()).sqrt()  # spread of g over valid tokens
-        # Mean g on the selection S and on the rest. Eq. (11) credits a picked token only up to its own step and an
-        # unpicked one over the whole episode, so while the pointer is flat the rest can out-score S and the LM
-        # trains on a gate that opens what inference drops (g_selected < g_rest).
+        # Mean g on the selection S and on the rest: under a flat pointer Eq. (11) can open the rest more than S
+        # (g_selected < g_rest; why and measurements: StepPruneConfig.tau).
         rest = mask & ~hard
         g_selected = ((g * hard).sum(dim=1) / hard.sum(dim=1).clamp_min(1)).mean()
         g_rest = ((g * rest).sum(dim=1) / rest.sum(dim=1).clamp_min(1)).mean()
