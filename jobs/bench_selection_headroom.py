@@ -2,8 +2,11 @@
 
 The evidence oracle (:mod:`stepprune.methods.evidence_oracle`) keeps each question's evidence patches first and
 fills up with random's own draw, so at each budget the two differ only in the evidence. The gap between them is
-the most any selector could gain over random at that K on this backbone; vanilla and blind bracket it. Greedy
-answers scored per family by SynthVQA's rules (``stepprune.benchmarks.synthvqa.aggregate``), one JSON line per row.
+the most any selector could gain over random at that K on this backbone; vanilla and blind bracket it. The
+``image-evidence`` rows keep the union of the evidence of every question on the image instead (the objects and text
+that any question asks about), whichever question is asked: the most a selector that does not read the question can
+learn. Greedy answers scored per family by SynthVQA's rules (``stepprune.benchmarks.synthvqa.aggregate``), with the
+evidence recall (the share of the question's own evidence kept), one JSON line per row.
 
     python jobs/bench_selection_headroom.py                                  # 480 validation questions, K 16 64 128
     python jobs/bench_selection_headroom.py --items 2400 --budgets 16 64 128 192 --folder data/synthvqa/native/val
@@ -20,7 +23,7 @@ import torch  # noqa: E402
 
 import stepprune  # noqa: E402
 from stepprune.benchmarks import synthvqa  # noqa: E402
-from stepprune.evaluation import predict  # noqa: E402
+from stepprune.evaluation import predict, token_recall  # noqa: E402
 from stepprune.methods.evidence_oracle import EvidenceConfig, EvidenceOracle  # noqa: E402
 
 
@@ -41,13 +44,18 @@ def main() -> None:
     methods = [("vanilla", None, stepprune.build_method("vanilla")), ("blind", 0, stepprune.build_method("blind"))]
     for k in args.budgets:
         methods += [("random", k, stepprune.build_method("random", budget=k)),
-                    ("evidence", k, EvidenceOracle(EvidenceConfig(budget=k, questions=str(questions))))]
+                    ("evidence", k, EvidenceOracle(EvidenceConfig(budget=k, questions=str(questions)))),
+                    ("image-evidence", k,
+                     EvidenceOracle(EvidenceConfig(budget=k, questions=str(questions), scope="image")))]
     for name, k, method in methods:
         preds = predict(stepprune.PrunedVLM(adapter, method), items, batch_size=16, max_new_tokens=8)
         table = synthvqa.aggregate(items, [p.answer for p in preds])
         families = {f: round(100 * v, 1) for f, v in table.items() if "/" not in f and f != synthvqa.HEADLINE}
+        recall = token_recall(items, preds)
         print(json.dumps({"method": name, "budget": k, "items": len(items),
-                          "overall": round(100 * table[synthvqa.HEADLINE], 1), **families}), flush=True)
+                          "overall": round(100 * table[synthvqa.HEADLINE], 1),
+                          "evidence_recall": None if recall is None else round(100 * recall, 1), **families}),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -244,7 +244,8 @@ def export_selector(checkpoint, folder: Path) -> Path:
 def heldout_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker) -> list[dict[str, Any]]:
     """Trained selector vs vanilla vs random pruning at the trained selector's mean K, on held-out items; on SynthVQA
     (a ``questions.jsonl`` with evidence in the folder) also the evidence oracle at that K, the ceiling a selector
-    could reach (:mod:`stepprune.methods.evidence_oracle`)."""
+    could reach, and its question-agnostic variant, the image's evidence whatever the question: what a selector that
+    does not read the question can at best learn (:mod:`stepprune.methods.evidence_oracle`)."""
     import stepprune
     from pipeline.heldout import evaluate_methods
     from stepprune.checkpoint import load_checkpoint
@@ -259,8 +260,10 @@ def heldout_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker
     controls = [(f"random (budget {k})", stepprune.build_method("random", budget=k))]
     questions = Path(cfg.eval.folder) / "questions.jsonl"
     if questions.is_file():
-        controls.append((f"evidence oracle (budget {k})",
-                         EvidenceOracle(EvidenceConfig(budget=k, questions=str(questions)))))
+        controls += [(f"evidence oracle (budget {k})",
+                      EvidenceOracle(EvidenceConfig(budget=k, questions=str(questions)))),
+                     (f"image-evidence oracle (budget {k})",
+                      EvidenceOracle(EvidenceConfig(budget=k, questions=str(questions), scope="image")))]
     rand = evaluate_methods(adapter, controls, cfg.eval.folder, **kw)
     rows = [dataclasses.asdict(r) for r in (*first, *rand)]
     for r in rows:

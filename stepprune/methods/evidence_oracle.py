@@ -6,6 +6,12 @@ a selection no deployable method can make, because it reads the answer's locatio
 how much any selector could gain over ``random`` at the same K on a given backbone; a learned selector between
 the two has learned something, one at ``random`` has not.
 
+``scope="image"`` is the question-agnostic variant: it keeps the union of the evidence of *every* question asked
+about the same image (by ``image_id``), i.e. everything on the image that some question is about (the objects and
+the text), whichever question is being asked. A selector that does not read the question can at best learn that.
+Where it scores no better than ``random`` while ``scope="question"`` does, only a selector that reads the
+question can beat random on that backbone (measured on the tiny backbone: ``jobs/bench_selection_headroom.py``).
+
 The evidence is read from a SynthVQA ``questions.jsonl`` (``config.questions``) and looked up by the sample's key,
 which the harness sets to the question id. It is deliberately not in the method registry: it is not a method one
 could deploy or cost, it needs label files, and every loop over the registry (smoke run, FLOPs tables, the eval
@@ -48,8 +54,9 @@ def evidence_first(evidence: Sequence[int], perm: Tensor, k: int, gen: torch.Gen
     return torch.cat([ev, rest]).sort().values
 
 
-def read_evidence(path: str | Path) -> dict[str, list[int]]:
-    """qid -> evidence patch indices from a SynthVQA ``questions.jsonl``.
+def read_evidence(path: str | Path, scope: str = "question") -> dict[str, list[int]]:
+    """qid -> evidence patch indices from a SynthVQA ``questions.jsonl``: the question's own (``scope="question"``)
+    or the sorted union over every question with the same ``image_id`` (``scope="image"``).
 
     Raises:
         ValueError: naming the file, row and field of a malformed record.
@@ -58,6 +65,7 @@ def read_evidence(path: str | Path) -> dict[str, list[int]]:
     if not path.is_file():
         raise ValueError(f"evidence: questions file {path} does not exist")
     out: dict[str, list[int]] = {}
+    image_of: dict[str, str] = {}
     with path.open() as f:
         for row, line in enumerate(f, start=1):
             if not line.strip():
@@ -72,6 +80,17 @@ def read_evidence(path: str | Path) -> dict[str, list[int]]:
             if not isinstance(ev, list) or not all(isinstance(p, int) and p >= 0 for p in ev):
                 raise ValueError(f"{path}, row {row}, field 'evidence': must be a list of patch indices")
             out[qid] = ev
+            if scope == "image":
+                image = rec.get("image_id")
+                if not isinstance(image, str) or not image:
+                    raise ValueError(f"{path}, row {row}, field 'image_id': missing or not a string "
+                                     "(needed by scope='image')")
+                image_of[qid] = image
+    if scope == "image":
+        union: dict[str, set[int]] = {}
+        for qid, image in image_of.items():
+            union.setdefault(image, set()).update(out[qid])
+        out = {qid: sorted(union[image]) for qid, image in image_of.items()}
     return out
 
 
@@ -82,19 +101,25 @@ class EvidenceConfig(MethodConfig):
     Attributes:
         questions: the SynthVQA ``questions.jsonl`` whose ``evidence`` the oracle reads (by ``qid``).
         seed: the random fill's seed, mixed with each sample's key exactly as ``random`` mixes it.
+        scope: ``"question"``: the question's own evidence; ``"image"``: the union over every question on the same
+            image (the question-agnostic oracle).
     """
 
     questions: str | None = None
     seed: int = 0
+    scope: str = "question"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.questions:
             raise ValueError("EvidenceConfig: set questions to a SynthVQA questions.jsonl (the evidence source)")
+        if self.scope not in ("question", "image"):
+            raise ValueError(f"EvidenceConfig: scope must be 'question' or 'image', got {self.scope!r}")
 
 
 class EvidenceOracle(_IndexSelection):
-    """Keeps the question's evidence patches first, then ``random``'s fill, K in all, in raster order."""
+    """Keeps the question's (or, with ``scope="image"``, the image's) evidence patches first, then ``random``'s fill,
+    K in all, in raster order."""
 
     name = "evidence"
     config_class = EvidenceConfig
@@ -106,7 +131,7 @@ class EvidenceOracle(_IndexSelection):
 
     def evidence_of(self, key: str) -> list[int]:
         if self._evidence is None:
-            self._evidence = read_evidence(self.config.questions)
+            self._evidence = read_evidence(self.config.questions, self.config.scope)
         if key not in self._evidence:
             raise ValueError(f"evidence: no question with qid {key!r} in {self.config.questions}")
         return self._evidence[key]

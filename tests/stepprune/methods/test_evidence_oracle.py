@@ -78,3 +78,31 @@ def test_a_question_without_a_record_or_a_bad_file_is_named(folder, tmp_path):
         read_evidence(tmp_path / "missing.jsonl")
     with pytest.raises(ValueError, match="set questions"):
         EvidenceConfig(budget=4)
+
+
+def test_image_scope_keeps_every_question_s_evidence_on_the_image(tmp_path):
+    rows = [{"qid": "a1", "image_id": "a", "evidence": [3, 1]}, {"qid": "a2", "image_id": "a", "evidence": [1, 7]},
+            {"qid": "b1", "image_id": "b", "evidence": [5]}, {"qid": "a3", "image_id": "a", "evidence": []}]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps(r) for r in rows))
+    assert read_evidence(questions) == {"a1": [3, 1], "a2": [1, 7], "b1": [5], "a3": []}
+    union = read_evidence(questions, "image")
+    assert union == {"a1": [1, 3, 7], "a2": [1, 3, 7], "a3": [1, 3, 7], "b1": [5]}
+    oracle = EvidenceOracle(EvidenceConfig(budget=4, questions=str(questions), scope="image"))
+    assert oracle.evidence_of("a3") == [1, 3, 7]
+    questions.write_text(json.dumps({"qid": "a1", "evidence": [3]}))
+    with pytest.raises(ValueError, match=r"questions.jsonl, row 1, field 'image_id'"):
+        read_evidence(questions, "image")
+    with pytest.raises(ValueError, match="scope must be"):
+        EvidenceConfig(budget=4, questions=str(questions), scope="scene")
+
+
+def test_image_scope_on_synthvqa_is_the_union_of_the_image_s_questions(folder):
+    items = synthvqa.load(folder)
+    union = read_evidence(folder / "questions.jsonl", "image")
+    image = items[0].meta["image_id"]
+    same = [it for it in items if it.meta["image_id"] == image]
+    assert len(same) > 1
+    expected = sorted({int(e) for it in same for e in it.meta["evidence"]})
+    assert all(union[it.qid] == expected for it in same)
+    assert any(set(it.meta["evidence"]) < set(expected) for it in same)  # strictly more than some question's own
