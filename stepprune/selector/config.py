@@ -61,6 +61,11 @@ class StepPruneConfig(MethodConfig):
             first option); ``"always"`` forces the projection.
         causal_encoder: ablation (Table 4a): a causal instead of bidirectional encoder.
         type_embedding: a learned 2-way modality embedding on the encoder input (spec: optional, default off).
+        input_norm: rescale each visual token to unit RMS before the encoder (ablation; not in the spec, whose image
+            tokens "enter as they are"). Why it exists: the raw vision features (RMS 3.2 on the tiny backbone) fill
+            the encoder's residual stream, so what the blocks add from the question (at init scale) moves the memory
+            by a fraction of a percent, and the selector cannot learn to read the question in a short run. See
+            ``init_std`` for the measurement.
         step_embedding: learned step embeddings P_t added to the decoder queries (spec: default on).
         pointer: Sec. 12 item 1. ``"head"`` (default): a dedicated single-head pointer attention W_p^{Q,K},
             Eq. (6); ``"cross_attention"``: the head-averaged pre-softmax cross-attention logits of the last
@@ -164,6 +169,7 @@ class StepPruneConfig(MethodConfig):
     input_projection: Literal["auto", "always"] = "auto"
     causal_encoder: bool = False
     type_embedding: bool = False
+    input_norm: bool = False
     step_embedding: bool = True
     pointer: Literal["head", "cross_attention"] = "head"
     mask_glimpse: bool = True

@@ -12,6 +12,8 @@
   space; alpha is the scheduled text gate (0 -> 1 over the first 10% of steps by default; 1 at inference).
 * No positional embedding (the vision features already carry position); an optional learned 2-way modality
   embedding (default off).
+* Optional ``input_norm`` (not in the spec): each visual token scaled to unit RMS (parameter-free) after W_in, so
+  that the raw features' scale does not drown what the blocks add from the question.
 * Only the image positions are returned, after the final LayerNorm LN_f (memory rows at unit RMS, Sec. 7.3).
 """
 
@@ -54,11 +56,14 @@ class CrossModalEncoder(nn.Module):
         project_input: learn W_in: d_tok -> d (required when d_tok != d).
         causal: causal instead of bidirectional attention (ablation).
         type_embedding: add a learned image/text type embedding.
+        input_norm: scale each visual token to unit RMS after W_in.
     """
 
     def __init__(self, d_tok: int, d_llm: int, d: int, heads: int, mlp_ratio: int = 4, layers: int = 2,
-                 project_input: bool = False, causal: bool = False, type_embedding: bool = False):
+                 project_input: bool = False, causal: bool = False, type_embedding: bool = False,
+                 input_norm: bool = False):
         super().__init__()
+        self.input_norm = input_norm
         if d_tok != d and not project_input:
             raise ValueError(f"visual tokens are {d_tok} wide but the selector is {d}: an input projection is needed")
         self.causal = causal
@@ -83,6 +88,8 @@ class CrossModalEncoder(nn.Module):
         """
         dtype = self.text_proj.weight.dtype
         img = self.input_proj(x.to(dtype))
+        if self.input_norm:  # padded rows are zeros and stay zeros
+            img = F.rms_norm(img, (img.shape[-1],), eps=1e-6)
         txt = alpha * self.text_proj(text.to(dtype))
         if self.type_embed is not None:
             img, txt = img + self.type_embed[0], txt + self.type_embed[1]

@@ -3,6 +3,7 @@
 import torch
 
 from stepprune.selector.encoder import CrossModalEncoder
+from stepprune.selector.layers import init_weights
 
 
 def _enc(**kw):
@@ -65,3 +66,25 @@ def test_input_projection_only_when_widths_differ():
     assert isinstance(enc.input_proj, torch.nn.Linear) and enc.input_proj.in_features == 64
     assert enc(torch.randn(1, 3, 64), torch.ones(1, 3, dtype=torch.bool), torch.randn(1, 2, 12),
                torch.ones(1, 2, dtype=torch.bool), 1.0).shape == (1, 3, 16)
+
+
+def test_input_norm_makes_the_memory_independent_of_each_visual_token_s_scale():
+    x, xm, t, tm = _inputs()
+    xm[1, -2:] = False
+    x[1, -2:] = 0.0  # padded rows, as the adapters pad them
+    scale = torch.tensor([0.5, 4.0, 1.0, 10.0, 2.0, 3.0])[None, :, None]  # a different scale per token
+    enc = _enc(input_norm=True)
+    torch.testing.assert_close(enc(x * scale, xm, t, tm, 1.0), enc(x, xm, t, tm, 1.0), atol=1e-4, rtol=1e-4)
+    plain = _enc()
+    assert not torch.allclose(plain(x * scale, xm, t, tm, 1.0), plain(x, xm, t, tm, 1.0), atol=1e-3)
+    # At the selector's init (trunc-normal 0.02), the question moves the memory of large raw features far more
+    # with it than without it (the reason it exists).
+    x, xm, t, tm = _inputs()
+    big = x * 10
+    init_weights(enc, 0.02)
+    init_weights(plain, 0.02)
+
+    def moved(e):
+        return (e(big, xm, t, tm, 1.0) - e(big, xm, t, tm, 0.0)).norm()
+
+    assert moved(enc) > 5 * moved(plain)
