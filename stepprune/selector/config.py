@@ -69,9 +69,10 @@ class StepPruneConfig(MethodConfig):
             question's evidence (batch 8, lr 1e-3; top-16 recall of the question's own evidence against that of
             another question on the same image, 192 validation pairs): spec (init_std 0.02) 39.4 / 37.5 % after
             374 steps and 40.5 / 34.7 % after 1,500; input_norm with init_std 0.088 (1 / sqrt(d), the Xavier scale
-            at d = 128) 50.7 / 30.9 % and 42.9 / 29.9 % (seeds 0, 1) after 300; either alone 38-39 / 34 %. Under the LM loss (embedded job,
-            100 steps, attention gate, tau 0.03, per-sample k, k_max 16) it raised question_effect tenfold (0.03
-            against 0.003) but not accuracy: 32.1 % at K 11 against random's 35.8 %. Default off.
+            at d = 128) 50.7 / 30.9 % and 42.9 / 29.9 % (seeds 0, 1) after 300; either alone 38-39 / 34 %. Under
+            the LM loss (embedded job, 100 steps, attention gate, tau 0.03, per-sample k, k_max 16) it raised
+            question_effect tenfold (0.03 against 0.003) but not accuracy: 32.1 % at K 11 against random's 35.8 %.
+            Default off.
         step_embedding: learned step embeddings P_t added to the decoder queries (spec: default on).
         pointer: Sec. 12 item 1. ``"head"`` (default): a dedicated single-head pointer attention W_p^{Q,K},
             Eq. (6); ``"cross_attention"``: the head-averaged pre-softmax cross-attention logits of the last
