@@ -46,6 +46,9 @@ class DataConfig:
         preprocess_batch_size: rows per ``map_batches`` call when decoding and tokenising.
         shuffle_seed: the shards hold the corpus in this seed's random row order, and training reads their blocks
             in a random order from the same seed; both deterministic, so a resumed run sees the same stream.
+        split_turns: pack each question-answer pair of a multi-turn conversation as a sample of its own, so the
+            selector reads one question per sample, as at evaluation (:func:`pipeline.data.single_turn_records`).
+            Off by default: the spec conditions a multi-turn sample's selection on all its questions.
         synthvqa: when set and ``corpus`` is missing, generate SynthVQA first (the embedded default).
     """
 
@@ -57,6 +60,7 @@ class DataConfig:
     rows_per_shard: int = 1000
     preprocess_batch_size: int = 16
     shuffle_seed: int = 0
+    split_turns: bool = False
     synthvqa: SynthVQAGenConfig | None = None
 
 

@@ -3,7 +3,9 @@
 * :func:`prepare_shards` reads a LLaVA-Instruct JSON file with its image folder, checks every record (fields,
   turn structure, the image file decodes) in ``map_batches`` tasks, and writes the good ones to Parquet with
   :data:`SHARD_SCHEMA` (image bytes + conversation JSON). Bad records are counted, logged with their row and id,
-  and skipped up to ``max_bad_records``; one more fails the job with a :class:`DataError` listing them.
+  and skipped up to ``max_bad_records``; one more fails the job with a :class:`DataError` listing them. With
+  ``split_turns`` each question-answer pair of a multi-turn record becomes a record of its own
+  (:func:`single_turn_records`).
 * :func:`training_dataset` reads the shards and decodes + resizes + tokenises them in ``map_batches`` on CPU
   workers (streaming into the training workers), with the backbone's model-free :class:`Preprocessor`; rows that
   still fail are counted by a :class:`RecordGuard` actor under the same tolerance.
@@ -59,6 +61,32 @@ def check_record(record: Any) -> str:
     if sum(IMAGE_MARKER in t["value"] for t in conv) != 1:
         return f"field 'conversations': exactly one turn must hold the {IMAGE_MARKER} marker"
     return ""
+
+
+def single_turn_records(record: Any) -> list[Any]:
+    """One single-turn record per human/gpt pair of a well-formed multi-turn record; anything else unchanged.
+
+    Why: a selector conditioned on a multi-turn conversation reads all its questions at once (the spec's Eq. (3)
+    input for multi-turn samples), so the LM loss of all the answers asks it to keep what *any* of them needs.
+    On SynthVQA that is the union of every question's evidence about the image, which scores no better than random
+    on the tiny backbone, while evaluation asks one question at a time. Split, each sample trains the selection
+    for its own question.
+
+    Each piece keeps the record's other fields, gets the id ``<id>_t<j>`` (j counts pairs from 0), and holds the
+    image marker at the start of its human turn, as LLaVA's first turns do. A trailing question without an answer
+    (nothing to train on) is dropped. A malformed record is returned whole, so that the packer reports it against
+    its corpus row.
+    """
+    if check_record(record) or len(record["conversations"]) <= 2:
+        return [record]
+    conv = record["conversations"]
+    pieces = []
+    for j in range(len(conv) // 2):
+        human, gpt = conv[2 * j], conv[2 * j + 1]
+        question = human["value"].replace(IMAGE_MARKER, "").strip("\n")
+        pieces.append({**record, "id": f"{record['id']}_t{j}",
+                       "conversations": [{**human, "value": f"{IMAGE_MARKER}\n{question}"}, gpt]})
+    return pieces
 
 
 def _pack_batch(batch: dict[str, np.ndarray], image_folder: str) -> dict[str, np.ndarray]:
@@ -119,12 +147,15 @@ def _write_runs(batch: dict[str, np.ndarray], out_dir: str) -> dict[str, np.ndar
 
 def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | Path, *,
                    max_bad_records: int = 0, max_samples: int | None = None,
-                   rows_per_shard: int = 1000, shuffle_seed: int | None = None) -> dict[str, Any]:
+                   rows_per_shard: int = 1000, shuffle_seed: int | None = None,
+                   split_turns: bool = False) -> dict[str, Any]:
     """Packs a LLaVA-Instruct corpus into Parquet shards. Returns the manifest it also writes.
 
     The shards hold the records in corpus order, or with ``shuffle_seed`` in that seed's random permutation of
     it (after ``max_samples``), so that a training run reading them front to back sees a random sample of the
-    whole corpus. Either order is deterministic. Error messages keep the corpus row numbers.
+    whole corpus. Either order is deterministic. Error messages keep the corpus row numbers. With
+    ``split_turns`` every question-answer pair is a record (:func:`single_turn_records`), split after ``max_samples``
+    (which counts corpus records) and before the shuffle (so one image's questions are spread over the shards).
 
     Raises:
         DataError: more than ``max_bad_records`` bad records; the message names each (file, row, id, field).
@@ -141,12 +172,14 @@ def prepare_shards(corpus: str | Path, image_folder: str | Path, out_dir: str | 
         raise ValueError(f"{corpus}: the LLaVA-Instruct format is a JSON list of records")
     if max_samples is not None:
         records = records[:max_samples]
-    order = range(len(records)) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(
-        len(records)).tolist()
+    # (corpus row, record): error messages name the corpus row, also for a piece of a split record
+    rows = [(i, piece) for i, r in enumerate(records) for piece in (single_turn_records(r) if split_turns else [r])]
+    order = range(len(rows)) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(
+        len(rows)).tolist()
     # ``pos`` is each row's place in the shards. Rows are written by position (see :func:`_write_runs`), never
     # in Ray's task-completion order, which made two preparations of one corpus differ and two otherwise
     # identical training runs diverge once they reached the first reordered rows.
-    items = [{"pos": pos, "row": i, "record": json.dumps(records[i])} for pos, i in enumerate(order)]
+    items = [{"pos": pos, "row": rows[i][0], "record": json.dumps(rows[i][1])} for pos, i in enumerate(order)]
     # One block per shard: each block is a run of consecutive positions and becomes one file (or a few, where
     # Ray splits an output block larger than its target block size).
     n_blocks = max(1, (len(items) + rows_per_shard - 1) // rows_per_shard)

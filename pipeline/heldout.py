@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 
 import numpy as np
 
 import stepprune
 from stepprune.benchmarks import get_benchmark
-from stepprune.evaluation import token_recall
+from stepprune.evaluation import distractor_share, token_recall
 
 
 @dataclasses.dataclass
 class HeldOutResult:
     """Accuracy and mean kept tokens of one method on the held-out items, and on items that record their evidence
     patches (SynthVQA) the token recall: the mean share of each item's evidence that reaches the LLM's last layer
-    (:func:`stepprune.evaluation.token_recall`; None without evidence). Random's recall at the same K is chance."""
+    (:func:`stepprune.evaluation.token_recall`; None without evidence). Random's recall at the same K is chance.
+    Given the image-scope evidence, also the distractor share: the mean share of the kept tokens that lie on other
+    questions' evidence about the same image (:func:`stepprune.evaluation.distractor_share`)."""
 
     method: str
     accuracy: float
@@ -31,12 +33,15 @@ class HeldOutResult:
     seconds: float
     kept: list[int]
     token_recall: float | None = None
+    distractor_share: float | None = None
 
 
 def evaluate_methods(adapter: stepprune.BackboneAdapter, methods: Sequence[tuple[str, stepprune.PruningMethod]],
                      folder: str, *, benchmark: str = "synthvqa", max_items: int = 400, batch_size: int = 16,
-                     max_new_tokens: int = 8) -> list[HeldOutResult]:
-    """Greedy answers of each (label, method) on the first ``max_items`` items, scored by the benchmark."""
+                     max_new_tokens: int = 8,
+                     image_evidence: Mapping[str, Sequence[int]] | None = None) -> list[HeldOutResult]:
+    """Greedy answers of each (label, method) on the first ``max_items`` items, scored by the benchmark;
+    ``image_evidence`` (qid -> the image's evidence union) adds the distractor share."""
     bench = get_benchmark(benchmark)
     items = bench.load(folder, limit=max_items)
     images = [it.load_image() for it in items]
@@ -55,8 +60,10 @@ def evaluate_methods(adapter: stepprune.BackboneAdapter, methods: Sequence[tuple
             final.extend(out.final_index)
         seconds = time.perf_counter() - t0
         score = float(np.mean([bench.score_one(p, it) for p, it in zip(preds, items)]))
-        recall = token_recall(items, [SimpleNamespace(final_index=f) for f in final])
-        results.append(HeldOutResult(label, score, float(np.mean(kept)), len(items), seconds, kept, recall))
+        finals = [SimpleNamespace(final_index=f) for f in final]
+        distractors = None if image_evidence is None else distractor_share(items, finals, image_evidence)
+        results.append(HeldOutResult(label, score, float(np.mean(kept)), len(items), seconds, kept,
+                                     token_recall(items, finals), distractors))
     return results
 
 

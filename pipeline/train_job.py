@@ -54,11 +54,13 @@ class TrainSummary:
         ]
         if self.heldout:
             lines.append("held-out accuracy (same items; evidence recall: the share of each question's evidence "
-                         "patches kept, where random's is chance):")
+                         "patches kept, where random's is chance; distractors: the share of the kept tokens on what "
+                         "other questions about the image ask about, which costs accuracy on the tiny backbone):")
             for r in self.heldout:
-                recall = r.get("token_recall")
+                recall, distractors = r.get("token_recall"), r.get("distractor_share")
                 lines.append(f"  {r['method']:<28} acc={r['accuracy']:.4f}  mean kept tokens={r['mean_kept']:.1f}"
-                             + ("" if recall is None else f"  evidence recall={100 * recall:.1f}%"))
+                             + ("" if recall is None else f"  evidence recall={100 * recall:.1f}%")
+                             + ("" if distractors is None else f"  distractors={100 * distractors:.1f}%"))
         if self.gap:
             from stepprune.train_gap import render
 
@@ -103,7 +105,8 @@ def ensure_data(cfg: TrainJobConfig) -> dict[str, Any]:
     # wrote in task-completion order rather than by position.
     stamp = {"corpus": str(corpus), "max_samples": d.max_samples,
              "corpus_mtime": corpus.stat().st_mtime if corpus.exists() else None,
-             "order": f"shuffled:{d.shuffle_seed}/by-position"}
+             "order": f"shuffled:{d.shuffle_seed}/by-position",
+             **({"split_turns": True} if d.split_turns else {})}  # shards packed before the option stay valid
     if manifest_file.exists():
         manifest = json.loads(manifest_file.read_text())
         if manifest.get("stamp") == stamp:
@@ -111,7 +114,7 @@ def ensure_data(cfg: TrainJobConfig) -> dict[str, Any]:
     print(f"[data] packing {corpus} into Parquet shards at {d.shards}", flush=True)
     manifest = prepare_shards(corpus, d.image_folder, d.shards, max_bad_records=d.max_bad_records,
                               max_samples=d.max_samples, rows_per_shard=d.rows_per_shard,
-                              shuffle_seed=d.shuffle_seed)
+                              shuffle_seed=d.shuffle_seed, split_turns=d.split_turns)
     manifest["stamp"] = stamp
     manifest_file.write_text(json.dumps(manifest, indent=2))
     return manifest
@@ -249,17 +252,19 @@ def heldout_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker
     import stepprune
     from pipeline.heldout import evaluate_methods
     from stepprune.checkpoint import load_checkpoint
-    from stepprune.methods.evidence_oracle import EvidenceConfig, EvidenceOracle
+    from stepprune.methods.evidence_oracle import EvidenceConfig, EvidenceOracle, read_evidence
 
     adapter = stepprune.load_backbone(cfg.backbone.path)
     trained = load_checkpoint(selector_dir, adapter)
-    kw = dict(max_items=cfg.eval.max_items, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens)
+    questions = Path(cfg.eval.folder) / "questions.jsonl"
+    image_evidence = read_evidence(questions, scope="image") if questions.is_file() else None
+    kw = dict(max_items=cfg.eval.max_items, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+              image_evidence=image_evidence)
     first = evaluate_methods(adapter, [(f"{cfg.method.name} (trained)", trained),
                                        ("vanilla", stepprune.build_method("vanilla"))], cfg.eval.folder, **kw)
     k = max(1, round(first[0].mean_kept))
     controls = [(f"random (budget {k})", stepprune.build_method("random", budget=k))]
-    questions = Path(cfg.eval.folder) / "questions.jsonl"
-    if questions.is_file():
+    if image_evidence is not None:
         controls += [(f"evidence oracle (budget {k})",
                       EvidenceOracle(EvidenceConfig(budget=k, questions=str(questions)))),
                      (f"image-evidence oracle (budget {k})",
@@ -269,7 +274,8 @@ def heldout_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker
     for r in rows:
         name = r["method"].split(" ")[0]
         tracker.log_metrics({f"heldout.{name}.accuracy": r["accuracy"], f"heldout.{name}.mean_kept": r["mean_kept"],
-                             **({} if r["token_recall"] is None else {f"heldout.{name}.token_recall": r["token_recall"]})})
+                             **{f"heldout.{name}.{m}": r[m] for m in ("token_recall", "distractor_share")
+                                if r[m] is not None}})
         r.pop("kept")
     tracker.log_dict({"heldout": rows}, "heldout.json")
     return rows

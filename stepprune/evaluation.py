@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -91,4 +91,35 @@ def token_recall(items: Sequence[BenchmarkItem], predictions: Sequence[Predictio
         if evidence:
             kept = set(p.final_index)
             shares.append(sum(e in kept for e in evidence) / len(evidence))
+    return float(sum(shares) / len(shares)) if shares else None
+
+
+def distractor_share(items: Sequence[BenchmarkItem], predictions: Sequence[Prediction],
+                     image_evidence: Mapping[str, Sequence[int]]) -> float | None:
+    """Mean share of each item's final tokens (``final_index``) that lie on *another* question's evidence about the
+    same image and not on its own: the patches of objects and text the question does not ask about.
+
+    Why: on the tiny SynthVQA backbone such patches cost accuracy. At K = 16, a random quarter of each question's
+    own evidence filled up from the background scored 51.7 % against random's 37.2 %; the same evidence filled up
+    with other questions' patches first scored 40.6 % (``docs/results/selector_training.md``). A selector can keep
+    the evidence (recall) and still lose, when it also keeps distractors.
+
+    Args:
+        items: benchmark items with ``meta["evidence"]`` (the question's own patches).
+        predictions: one per item, with ``final_index`` (the token indices that reach the LLM's last layer).
+        image_evidence: qid -> the union of the evidence of every question about the item's image
+            (:func:`stepprune.methods.evidence_oracle.read_evidence` with ``scope="image"``).
+
+    Returns:
+        The mean over items with evidence, an entry in ``image_evidence`` and at least one kept token; None when
+        there is no such item.
+    """
+    shares = []
+    for it, p in zip(items, predictions):
+        evidence = it.meta.get("evidence") if it.meta else None
+        union = image_evidence.get(it.qid)
+        kept = set(p.final_index)
+        if evidence and union is not None and kept:
+            others = set(union) - set(evidence)
+            shares.append(len(kept & others) / len(kept))
     return float(sum(shares) / len(shares)) if shares else None

@@ -12,6 +12,15 @@ the text), whichever question is being asked. A selector that does not read the 
 Where it scores no better than ``random`` while ``scope="question"`` does, only a selector that reads the
 question can beat random on that backbone (measured on the tiny backbone: ``jobs/bench_selection_headroom.py``).
 
+Two knobs probe *which* selections pay, with the same fill draw:
+
+* ``share`` keeps only a random share of the question's evidence (round(share x |evidence|) patches); the rest of
+  its evidence goes to the back of the fill order (taken only when nothing else is left), so the evidence recall
+  is that share;
+* ``fill`` says what the fill takes: ``"random"`` (random's draw, which may land on other objects),
+  ``"background"`` (random's draw, taking the evidence of every other question about the image, i.e. the objects
+  and text the question does not ask about, only when nothing else is left) or ``"distractors"`` (those patches first, in random order).
+
 The evidence is read from a SynthVQA ``questions.jsonl`` (``config.questions``) and looked up by the sample's key,
 which the harness sets to the question id. It is deliberately not in the method registry: it is not a method one
 could deploy or cost, it needs label files, and every loop over the registry (smoke run, FLOPs tables, the eval
@@ -103,11 +112,15 @@ class EvidenceConfig(MethodConfig):
         seed: the random fill's seed, mixed with each sample's key exactly as ``random`` mixes it.
         scope: ``"question"``: the question's own evidence; ``"image"``: the union over every question on the same
             image (the question-agnostic oracle).
+        share: the share of that evidence kept (a random subset, drawn per sample); 1 keeps all (up to K).
+        fill: ``"random"``, ``"background"`` or ``"distractors"`` (module docstring).
     """
 
     questions: str | None = None
     seed: int = 0
     scope: str = "question"
+    share: float = 1.0
+    fill: str = "random"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -115,6 +128,10 @@ class EvidenceConfig(MethodConfig):
             raise ValueError("EvidenceConfig: set questions to a SynthVQA questions.jsonl (the evidence source)")
         if self.scope not in ("question", "image"):
             raise ValueError(f"EvidenceConfig: scope must be 'question' or 'image', got {self.scope!r}")
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"EvidenceConfig: share must be in [0, 1], got {self.share}")
+        if self.fill not in ("random", "background", "distractors"):
+            raise ValueError(f"EvidenceConfig: fill must be 'random', 'background' or 'distractors', got {self.fill!r}")
 
 
 class EvidenceOracle(_IndexSelection):
@@ -127,17 +144,35 @@ class EvidenceOracle(_IndexSelection):
 
     def __init__(self, config=None):
         super().__init__(config)
-        self._evidence: dict[str, list[int]] | None = None
+        self._evidence: dict[str, dict[str, list[int]]] = {}
 
-    def evidence_of(self, key: str) -> list[int]:
-        if self._evidence is None:
-            self._evidence = read_evidence(self.config.questions, self.config.scope)
-        if key not in self._evidence:
+    def evidence_of(self, key: str, scope: str | None = None) -> list[int]:
+        """The evidence of question ``key`` in ``scope`` (default: the config's)."""
+        scope = scope or self.config.scope
+        if scope not in self._evidence:
+            self._evidence[scope] = read_evidence(self.config.questions, scope)
+        if key not in self._evidence[scope]:
             raise ValueError(f"evidence: no question with qid {key!r} in {self.config.questions}")
-        return self._evidence[key]
+        return self._evidence[scope][key]
 
     def indices(self, ctx: SelectionContext, b: int, rows: int, cols: int, k: int) -> Tensor:
-        key = ctx.sample_key(b)
-        gen = sample_generator(self.config.seed, key)
-        perm = torch.randperm(rows * cols, generator=gen)  # random's own draw: same fill as random for the sample
-        return evidence_first([e for e in self.evidence_of(key) if e < rows * cols], perm, k, gen)
+        c, key, n = self.config, ctx.sample_key(b), rows * cols
+        gen = sample_generator(c.seed, key)
+        perm = torch.randperm(n, generator=gen)  # random's own draw: same fill as random for the sample
+        evidence = sorted({e for e in self.evidence_of(key) if e < n})
+        back: list[int] = []
+        if c.share < 1.0 and evidence:
+            order = torch.randperm(len(evidence), generator=gen).tolist()
+            keep = round(c.share * len(evidence))
+            back = [evidence[i] for i in order[keep:]]  # the evidence left out, kept out of the fill
+            evidence = [evidence[i] for i in order[:keep]]
+        front: list[int] = []
+        if c.fill != "random":
+            own = set(self.evidence_of(key, "question"))
+            others = [e for e in self.evidence_of(key, "image") if e < n and e not in own]
+            others = [others[i] for i in torch.randperm(len(others), generator=gen).tolist()]
+            (front if c.fill == "distractors" else back).extend(others)
+        if front or back:
+            moved = torch.tensor(front + back, dtype=torch.long)
+            perm = torch.cat([moved[: len(front)], perm[~torch.isin(perm, moved)], moved[len(front):]])
+        return evidence_first(evidence, perm, k, gen)

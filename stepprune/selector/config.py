@@ -63,16 +63,10 @@ class StepPruneConfig(MethodConfig):
         type_embedding: a learned 2-way modality embedding on the encoder input (spec: optional, default off).
         input_norm: rescale each visual token to unit RMS before the encoder (ablation; not in the spec, whose image
             tokens "enter as they are"). Why it exists: the raw vision features (RMS 3.2 on the tiny backbone) fill
-            the encoder's residual stream, so what the blocks add from the question (at init scale) moves the memory
-            by a fraction of a percent, and the selector cannot learn to read the question in a short run.
-            Measured with a scratch probe that trains the encoder and the first pointer step directly on the
-            question's evidence (batch 8, lr 1e-3; top-16 recall of the question's own evidence against that of
-            another question on the same image, 192 validation pairs): spec (init_std 0.02) 39.4 / 37.5 % after
-            374 steps and 40.5 / 34.7 % after 1,500; input_norm with init_std 0.088 (1 / sqrt(d), the Xavier scale
-            at d = 128) 50.7 / 30.9 % and 42.9 / 29.9 % (seeds 0, 1) after 300; either alone 38-39 / 34 %. Under
-            the LM loss (embedded job, 100 steps, attention gate, tau 0.03, per-sample k, k_max 16) it raised
-            question_effect tenfold (0.03 against 0.003) but not accuracy: 32.1 % at K 11 against random's 35.8 %.
-            Default off.
+            the encoder's residual stream, so what the blocks add from the question (at init scale) hardly moves
+            the memory. With ``init_std`` 1 / sqrt(d) it lets an evidence-supervised probe read the question within
+            300 steps; under the LM loss it raised ``question_effect`` tenfold but not accuracy. Default off.
+            Measurements: ``docs/results/selector_training.md``.
         step_embedding: learned step embeddings P_t added to the decoder queries (spec: default on).
         pointer: Sec. 12 item 1. ``"head"`` (default): a dedicated single-head pointer attention W_p^{Q,K},
             Eq. (6); ``"cross_attention"``: the head-averaged pre-softmax cross-attention logits of the last
@@ -84,12 +78,8 @@ class StepPruneConfig(MethodConfig):
             training gate opens the selection does. Eq. (11) credits a picked token only up to its own step and an
             unpicked one over the whole episode, so under a flat pointer the tokens left out collect as much credit
             as the picks, and the LM trains on a gate that opens what inference drops (the metrics ``g_selected``
-            and ``g_rest``: mean g on S and off it). Measured with ``per_sample_k`` and k_max 32, the mean over
-            training steps 11-20, seeds 0 / 1 (``python jobs/bench_selection_dynamics.py --steps 20 --every 10
-            --seeds 0,1 method.config.per_sample_k=true method.config.k_max=32 method.config.tau=...``):
-            g on S / off S 0.070 / 0.055 and 0.026 / 0.057 at tau 0.3, 0.432 / 0.032 and 0.151 / 0.050 at tau 0.1,
-            0.793 / 0.010 and 0.568 / 0.025 at tau 0.03. Evidence recall over chance at step 20: 0.00 and 4.72,
-            3.49 and 0.00, 8.66 and 6.53.
+            and ``g_rest``: mean g on S and off it). Lower tau opens S and closes the rest (measured by
+            ``jobs/bench_selection_dynamics.py``; ``docs/results/selector_training.md``).
         k_max: step cap K_max, Eq. (8). Per sample the cap is also at most its token count N_b.
         k_max_ratio: for variable N (Qwen2.5-VL): per-sample cap ceil(ratio * N_b), further capped by ``k_max``.
         k_min: minimum selections K_min: the stop slot is masked while fewer have been selected.
@@ -104,44 +94,26 @@ class StepPruneConfig(MethodConfig):
         budget_grad: ablation, not in the spec. The SoftTopK budget keeps its value (k_bar, or K_b with
             ``per_sample_k``) but carries the gradient of K^ (the batch mean of K^ for k_bar), straight-through
             as in Eq. (15). Why: with a detached budget the LM loss's gradient on the stop vector pointed the same
-            way as the length term's at the end of three embedded runs (cosine +0.19 to +0.72), so nothing in the
-            loss held K up. This lets L_LM reach the count through the SoftTopK's implicit gradient in k.
-            Measured on the embedded default with ``per_sample_k`` (100 steps, 960 validation questions): K rose
-            to the cap (128) against lambda 0.3, where without it K fell to 3-15; but the selection was no better:
-            42.7 % against random's 43.5 % at 128 (the evidence oracle: 51.4 %). With tau 0.3 as well: K 128,
-            44.1 % against 43.5 % (within the noise of 960 questions), and the first selection whose answer NLL
-            beat random's (0.548 against 0.641 on 240 questions; the oracle: 0.559). Default off.
+            way as the length term's (cosine +0.19 to +0.72 in three embedded runs), so nothing in the loss held K
+            up. This lets L_LM reach the count through the SoftTopK's implicit gradient in k. It holds K up (at
+            the cap against lambda 0.3) but the selection tied random in accuracy. Default off. Measurements:
+            ``docs/results/selector_training.md``.
         gate_forward: what the noise gate's *forward* uses (ablation; not in the spec). ``"soft"`` (spec, paper):
             g = SoftTopK(s), so the LM sees the soft top-k_bar of the scores s. ``"hard"`` (straight-through): the
             gate's value is the hard selection 1[i in S], the set inference keeps, and its gradient is that of the
-            soft g (same noise). Why it exists: under "soft" the tokens left out still pass sqrt(g) of their signal
-            (the largest left-out g was 0.27 after a 400-step embedded run), so the LM may see more than the
-            selection (``stepprune.train_gap`` measures the train/inference gap). Measured on the embedded default
-            (tau 0.1, 100 steps, 960 validation questions): "hard" ended at mean K 47 with 31.2 % against random's
-            40.3 %; "hard" without the denoiser collapsed to K = 1. So "soft" stays the default. The larger effect
-            was the denoiser's: on pure noise alone (no image content) it scores 0.66-0.76 nats of answer NLL, about
-            what the training path scores, so the LM loss gives the selection little to gain.
+            soft g (same noise). Why it exists: under "soft" the tokens left out still pass sqrt(g) of their signal,
+            so the LM may see more than the selection (``stepprune.train_gap`` measures the train/inference gap).
+            "hard" did worse than random on the embedded default, so "soft" stays the default. Measurements:
+            ``docs/results/selector_training.md``.
         gate: how g reaches the LLM in training (ablation; not in the spec). ``"noise"`` (spec): the VP noise gate
             of Eq. (13), then the denoiser. ``"attention"``: the raw tokens, with log(g + 1e-6) added to every
             query's attention logit to each visual key in every LLM layer (:func:`stepprune.selector.gate.
             attention_gate`), so g = 0 hides a token and a hard g is exactly the inference forward; no noise, no
             denoiser (``denoiser`` is ignored). Why it exists: under the noise gate the trained denoiser turns pure
             noise into a content-free fill that scores about what the training path scores, which leaves the
-            selection little to gain (see ``gate_forward``). Measured on the embedded default (tau 0.1; 960
-            validation questions; accuracy against random at the same mean K): 42.7 % at K 106 vs 43.6 %; on one
-            question per conversation 43.6 % at K 128 (the cap) vs 43.5 %; the same, 300 steps and k_max 64, 31.5 %
-            at K 9 vs 35.0 %; with ``per_sample_k`` 32.1 % at K 4 vs 32.4 %. No better than the noise gate, so
-            "noise" stays the default. In every run the length term shrank K while the LM loss rose: g is a
-            SoftTopK of s / max s at a detached budget, so the LM loss has almost no gradient on the count.
-            Those runs had tau 0.1, where the gate hardly opens the selection (see ``tau``). With tau 0.03 and
-            ``per_sample_k`` (``python jobs/train.py method.config.gate=attention method.config.tau=0.03
-            method.config.per_sample_k=true method.config.k_max=32``; 960 validation questions, accuracy /
-            evidence recall, answer NLL on 240): K 30.5, 40.2 % / 27.2 % against random's 40.4 % / 5.1 %, NLL 0.755
-            against random's 0.940 (the evidence oracle: 0.683). With k_max 16: K 15.5, 36.9 % / 17.8 % against
-            36.0 % / 2.5 %, NLL 0.801 against 1.094 (oracle 0.818). The selection keeps evidence at 5-10x chance
-            and beats random in NLL, but not in accuracy: it gains on attribute questions (33.8 % against 20.0 %
-            at K 16) and loses on counting, existence and text (text recall 0.6 %, under chance). Training is
-            also slower: 10.7 min for 100 steps at K 32 against 8.2 min for the noise gate at K 32 (tau 0.3).
+            selection little to gain. With tau 0.03 and ``per_sample_k`` it keeps evidence at 5-10x chance and
+            beats random in answer NLL, not in accuracy; training is about 30 % slower. Default "noise".
+            Measurements: ``docs/results/selector_training.md``.
         beta_start, beta_end: SoftTopK entropic weight, cosine-annealed over
             min(``beta_anneal_steps``, ``beta_anneal_frac`` * total_steps) optimizer steps, then fixed.
         noise_scale: Sec. 12 item 5. ``"global"`` (default): sigma_n^2 is an EMA over training batches of the

@@ -3,7 +3,8 @@
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data import SHARD_SCHEMA, DataError, check_record, prepare_shards, rows_to_batch, training_dataset
+from pipeline.data import (SHARD_SCHEMA, DataError, check_record, prepare_shards, rows_to_batch, single_turn_records,
+                           training_dataset)
 from tests.pipeline.corpus import write_corpus
 
 pytestmark = pytest.mark.ray
@@ -12,6 +13,36 @@ pytestmark = pytest.mark.ray
 def test_check_record_names_the_field():
     assert check_record({"id": 1, "image": "a.png", "conversations": []}).startswith("field 'conversations'")
     assert check_record([1]) == "field '<record>': expected an object, got list"
+
+
+def test_single_turn_records_split_a_conversation_into_its_question_answer_pairs():
+    record = {"id": "r", "image": "a.png", "source": "x", "conversations": [
+        {"from": "human", "value": "<image>\nWhat color?"}, {"from": "gpt", "value": "red"},
+        {"from": "human", "value": "How many?"}, {"from": "gpt", "value": "2"},
+        {"from": "human", "value": "Left of the circle?"}, {"from": "gpt", "value": "no"}]}
+    pieces = single_turn_records(record)
+    assert [p["id"] for p in pieces] == ["r_t0", "r_t1", "r_t2"]
+    assert [p["conversations"] for p in pieces] == [
+        [{"from": "human", "value": "<image>\nWhat color?"}, {"from": "gpt", "value": "red"}],
+        [{"from": "human", "value": "<image>\nHow many?"}, {"from": "gpt", "value": "2"}],
+        [{"from": "human", "value": "<image>\nLeft of the circle?"}, {"from": "gpt", "value": "no"}]]
+    assert all(p["image"] == "a.png" and p["source"] == "x" and not check_record(p) for p in pieces)
+    single = {"id": "s", "image": "a.png", "conversations": record["conversations"][:2]}
+    assert single_turn_records(single) == [single]  # already one pair: unchanged (and its id too)
+    broken = {"id": "b", "image": "a.png", "conversations": [record["conversations"][i] for i in (0, 2, 1, 3)]}
+    assert single_turn_records(broken) == [broken]  # malformed: whole, for the packer to report
+
+
+def test_split_turns_packs_one_row_per_pair_and_names_bad_rows_by_corpus_row(ray_session, tmp_path):
+    corpus, folder, problems = write_corpus(tmp_path / "c")
+    manifest = prepare_shards(corpus, folder, tmp_path / "shards", max_bad_records=4, rows_per_shard=5,
+                              split_turns=True, shuffle_seed=3)
+    assert manifest["records"] == 8 * 2 + 4 and manifest["written"] == 16
+    assert {b["row"] for b in manifest["bad"]} == problems.keys()
+    table = pq.read_table(sorted((tmp_path / "shards").glob("*.parquet")))
+    assert sorted(table.column("id").to_pylist()) == sorted(f"good-{i}_t{j}" for i in range(8) for j in range(2))
+    rows = dict(zip(table.column("id").to_pylist(), table.column("row").to_pylist()))
+    assert rows["good-5_t0"] == rows["good-5_t1"] == 5
 
 
 def test_bad_records_are_counted_and_skipped_within_tolerance(ray_session, tmp_path):

@@ -106,3 +106,52 @@ def test_image_scope_on_synthvqa_is_the_union_of_the_image_s_questions(folder):
     expected = sorted({int(e) for it in same for e in it.meta["evidence"]})
     assert all(union[it.qid] == expected for it in same)
     assert any(set(it.meta["evidence"]) < set(expected) for it in same)  # strictly more than some question's own
+
+
+def _selection(config, key, n=36):
+    """The oracle's kept indices for sample ``key`` on a 6 x 6 grid, without a backbone."""
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(sample_key=lambda b: key)
+    return EvidenceOracle(config).indices(ctx, 0, 6, 6, config.keep_count(n, 0)).tolist()
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """One image: the question 'q' is about patches 0-3, the other questions about 10-21 (twelve distractors)."""
+    rows = [{"qid": "q", "image_id": "i", "evidence": [0, 1, 2, 3]},
+            {"qid": "o1", "image_id": "i", "evidence": list(range(10, 16))},
+            {"qid": "o2", "image_id": "i", "evidence": list(range(16, 22))}]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps(r) for r in rows))
+    return str(questions)
+
+
+def test_share_keeps_that_share_of_the_evidence_and_the_fill_avoids_the_rest(scene):
+    for share, n_kept in ((0.0, 0), (0.5, 2), (0.75, 3), (1.0, 4)):
+        kept = _selection(EvidenceConfig(budget=20, questions=scene, share=share), "q")
+        assert len(kept) == 20 and kept == sorted(set(kept))
+        assert len(set(kept) & {0, 1, 2, 3}) == n_kept  # 16 of the 32 other patches fill; none is evidence
+
+
+def test_background_fill_avoids_other_questions_evidence_and_distractor_fill_takes_it_first(scene):
+    background = _selection(EvidenceConfig(budget=16, questions=scene, fill="background"), "q")
+    assert {0, 1, 2, 3} <= set(background) and not set(background) & set(range(10, 22))
+    distractors = _selection(EvidenceConfig(budget=16, questions=scene, fill="distractors"), "q")
+    assert set(distractors) == set(range(4)) | set(range(10, 22))
+    # A budget beyond the background: K tokens still, the 2 kept evidence patches, then the 20 background ones, then
+    # the 2 left-out evidence patches, and only then 6 distractors.
+    full = _selection(EvidenceConfig(budget=30, questions=scene, fill="background", share=0.5), "q")
+    assert len(full) == 30 and set(range(4)) <= set(full) and len(set(full) & set(range(10, 22))) == 6
+    with pytest.raises(ValueError, match="share must be in"):
+        EvidenceConfig(budget=4, questions=scene, share=1.5)
+    with pytest.raises(ValueError, match="fill must be"):
+        EvidenceConfig(budget=4, questions=scene, fill="objects")
+
+
+def test_the_default_fill_is_random_s_draw_whatever_the_new_knobs(scene):
+    base = _selection(EvidenceConfig(budget=12, questions=scene), "q")
+    assert base == _selection(EvidenceConfig(budget=12, questions=scene, share=1.0, fill="random"), "q")
+    gen = torch.Generator().manual_seed(zlib_seed("q"))
+    perm = torch.randperm(36, generator=gen).tolist()
+    assert set(base) == {0, 1, 2, 3} | set([p for p in perm if p > 3][:8])
