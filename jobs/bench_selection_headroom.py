@@ -17,6 +17,10 @@ the recall a trained selector reaches.
     python jobs/bench_selection_headroom.py                                  # 480 validation questions, K 16 64 128
     python jobs/bench_selection_headroom.py --items 2400 --budgets 16 64 128 192 --folder data/synthvqa/native/val
     python jobs/bench_selection_headroom.py --budgets 16 --shares 0 0.25 0.5 1 --fills background distractors
+    python jobs/bench_selection_headroom.py --budgets 16 --selectors runs/embedded/final/selector   # a trained one
+
+``--selectors`` adds a row per trained selector checkpoint (its own K, reported as ``kept``), to set what it keeps
+against the oracles.
 """
 
 import argparse
@@ -30,6 +34,7 @@ import torch  # noqa: E402
 
 import stepprune  # noqa: E402
 from stepprune.benchmarks import synthvqa  # noqa: E402
+from stepprune.checkpoint import load_checkpoint  # noqa: E402
 from stepprune.evaluation import distractor_share, predict, token_recall  # noqa: E402
 from stepprune.methods.evidence_oracle import EvidenceConfig, EvidenceOracle, read_evidence  # noqa: E402
 
@@ -39,7 +44,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="checkpoints/synthvqa-llava-tiny")
     parser.add_argument("--folder", default="data/synthvqa/native/val", help="a SynthVQA native split folder")
     parser.add_argument("--items", type=int, default=480)
-    parser.add_argument("--budgets", type=int, nargs="+", default=[16, 64, 128])
+    parser.add_argument("--budgets", type=int, nargs="*", default=[16, 64, 128])
+    parser.add_argument("--selectors", nargs="*", default=[], help="trained selector checkpoint folders")
     parser.add_argument("--shares", type=float, nargs="*", default=[],
                         help="extra evidence-oracle rows keeping this share of the question's evidence")
     parser.add_argument("--fills", nargs="*", default=[], choices=["random", "background", "distractors"],
@@ -62,6 +68,7 @@ def main() -> None:
             for share in args.shares or [1.0]:
                 methods.append((f"evidence share={share:g} fill={fill}", k, EvidenceOracle(
                     EvidenceConfig(budget=k, questions=str(questions), share=share, fill=fill))))
+    methods += [(path, None, load_checkpoint(path, adapter)) for path in args.selectors]
     image_evidence = read_evidence(questions, scope="image")
     for name, k, method in methods:
         preds = predict(stepprune.PrunedVLM(adapter, method), items, batch_size=16, max_new_tokens=8)
@@ -70,6 +77,7 @@ def main() -> None:
         recall, distractors = token_recall(items, preds), distractor_share(items, preds, image_evidence)
         pct = lambda v: None if v is None else round(100 * v, 1)  # noqa: E731
         print(json.dumps({"method": name, "budget": k, "items": len(items),
+                          "kept": round(sum(p.kept for p in preds) / len(preds), 1),
                           "overall": round(100 * table[synthvqa.HEADLINE], 1), "evidence_recall": pct(recall),
                           "distractors": pct(distractors), **families}), flush=True)
 
