@@ -70,12 +70,12 @@ def main() -> None:
                     EvidenceConfig(budget=k, questions=str(questions), share=share, fill=fill))))
     methods += [(path, None, load_checkpoint(path, adapter)) for path in args.selectors]
     image_evidence = read_evidence(questions, scope="image")
+    pct = lambda v: None if v is None else round(100 * v, 1)  # noqa: E731
     for name, k, method in methods:
         preds = predict(stepprune.PrunedVLM(adapter, method), items, batch_size=16, max_new_tokens=8)
         table = synthvqa.aggregate(items, [p.answer for p in preds])
         families = {f: round(100 * v, 1) for f, v in table.items() if "/" not in f and f != synthvqa.HEADLINE}
         recall, distractors = token_recall(items, preds), distractor_share(items, preds, image_evidence)
-        pct = lambda v: None if v is None else round(100 * v, 1)  # noqa: E731
         print(json.dumps({"method": name, "budget": k, "items": len(items),
                           "kept": round(sum(p.kept for p in preds) / len(preds), 1),
                           "overall": round(100 * table[synthvqa.HEADLINE], 1), "evidence_recall": pct(recall),

@@ -19,7 +19,8 @@ Two knobs probe *which* selections pay, with the same fill draw:
   is that share;
 * ``fill`` says what the fill takes: ``"random"`` (random's draw, which may land on other objects),
   ``"background"`` (random's draw, taking the evidence of every other question about the image, i.e. the objects
-  and text the question does not ask about, only when nothing else is left) or ``"distractors"`` (those patches first, in random order).
+  and text the question does not ask about, only when nothing else is left) or ``"distractors"`` (those patches
+  first, in random order).
 
 The evidence is read from a SynthVQA ``questions.jsonl`` (``config.questions``) and looked up by the sample's key,
 which the harness sets to the question id. It is deliberately not in the method registry: it is not a method one

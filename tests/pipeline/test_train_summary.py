@@ -39,7 +39,8 @@ def test_the_summary_prints_evidence_recall_where_measured():
 
 def test_the_summary_prints_the_distractor_share_where_measured():
     s = _summary(None)
-    s.heldout = [{**s.heldout[0], "token_recall": 0.125, "distractor_share": 0.3}, {**s.heldout[1], "token_recall": 1.0}]
+    s.heldout = [{**s.heldout[0], "token_recall": 0.125, "distractor_share": 0.3},
+                 {**s.heldout[1], "token_recall": 1.0}]
     lines = s.render().splitlines()
     assert next(x for x in lines if "stepprune (trained)" in x).endswith("evidence recall=12.5%  distractors=30.0%")
     assert next(x for x in lines if x.strip().startswith("vanilla")).endswith("evidence recall=100.0%")
