@@ -101,6 +101,9 @@ class TrainConfig:
         report_every: steps between metric reports (rank 0 logs them).
         checkpoint_every: steps between checkpoints (each report at such a step carries one).
         fail_at_step: fault injection for tests: rank ``fail_rank`` dies (SIGKILL) once, at this step.
+        loss_per: how the answer NLL is averaged: ``"token"`` over every answer token of the batch (LLaVA's
+            convention), ``"question"`` within each answer first, then over answers, so that SynthVQA's few long
+            descriptions (48 % of its answer tokens, 2.9 % of its questions) do not carry half the gradient.
     """
 
     global_batch_size: int = 32
@@ -113,6 +116,7 @@ class TrainConfig:
     threads_per_worker: int | None = None
     fail_at_step: int | None = None
     fail_rank: int = 0
+    loss_per: Literal["token", "question"] = "token"
 
 
 @dataclasses.dataclass

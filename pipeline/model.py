@@ -45,4 +45,4 @@ def build_model(cfg: TrainJobConfig, device: torch.device,
     method = stepprune.build_method(cfg.method.name, method_config(cfg))
     if hasattr(method, "bind"):
         method.bind(adapter)
-    return stepprune.PrunedVLM(adapter, method)
+    return stepprune.PrunedVLM(adapter, method, loss_per=cfg.train.loss_per)

@@ -18,6 +18,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from stepprune.backbones.answer_loss import LossPer, check_loss_per
 from stepprune.backbones.base import BackboneAdapter
 from stepprune.backbones.types import LMInputs, PromptBatch, VisualTokens
 from stepprune.methods.base import PruningMethod, SelectionContext, TrainOutput
@@ -66,19 +67,24 @@ class TrainStep:
 
 class PrunedVLM(nn.Module):
     """A frozen backbone plus one method. Only the method's parameters are trainable: the backbone is held as a
-    plain attribute, not a submodule, so optimisers and DeepSpeed/DDP wrappers see only the method."""
+    plain attribute, not a submodule, so optimisers and DeepSpeed/DDP wrappers see only the method.
 
-    def __init__(self, adapter: BackboneAdapter, method: PruningMethod):
+    ``loss_per`` is how the training path averages the answer NLL: ``"token"`` over every answer token of the batch
+    (LLaVA's convention), ``"question"`` per answer first (:mod:`stepprune.backbones.answer_loss`)."""
+
+    def __init__(self, adapter: BackboneAdapter, method: PruningMethod, loss_per: LossPer = "token"):
         super().__init__()
+        check_loss_per(loss_per)
         self.adapter = adapter
         self.method = method.to(adapter.device)
+        self.loss_per = loss_per
 
     def forward(self, prompt: PromptBatch, step: int) -> TrainStep:
         """The training path: the method's differentiable visual tokens through the frozen LLM (with the
         method's attention-bias hooks, if any), answer-token NLL plus the method's own loss terms. Gradients
         reach only the method's parameters."""
         inputs, out = self.train_inputs(prompt, step)
-        lm = self.adapter.lm_loss(self.adapter.forward(inputs, biases=out.biases))
+        lm = self.adapter.lm_loss(self.adapter.forward(inputs, biases=out.biases), loss_per=self.loss_per)
         aux, metrics = out.aux_loss, out.metrics
         if out.finish is not None:
             extra, more = out.finish()

@@ -41,6 +41,9 @@ def test_overrides_are_typed_and_checked():
         load(TrainJobConfig, None, ["train.nope=1"])
     with pytest.raises(ConfigError, match="must be a multiple of micro_batch_size"):
         load(TrainJobConfig, None, ["train.global_batch_size=6"])
+    assert load(TrainJobConfig, None, ["train.loss_per=question"]).train.loss_per == "question"
+    with pytest.raises(ConfigError, match="train.loss_per"):
+        load(TrainJobConfig, None, ["train.loss_per=image"])
 
 
 def test_method_config_is_validated_by_the_method():

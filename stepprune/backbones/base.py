@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from stepprune.backbones.answer_loss import LossPer, answer_spans, check_loss_per, per_question_mean
 from stepprune.backbones.hooks import AttentionBias, DecodeEvict, PrefillDrop
 from stepprune.backbones.llm import GenerationResult, LLMRunner, PrefillResult
 from stepprune.backbones.preprocess import Preprocessor, single_turn
@@ -178,12 +179,14 @@ class BackboneAdapter(abc.ABC):
         """Full-sequence prefill (gradients flow to ``inputs.embeds`` and through ``biases`` when enabled)."""
         return self.runner.prefill(inputs, drops, biases=biases)
 
-    def lm_loss(self, result: PrefillResult, per_sample: bool = False) -> Tensor:
+    def lm_loss(self, result: PrefillResult, per_sample: bool = False, loss_per: LossPer = "token") -> Tensor:
         """Mean next-token NLL over labelled slots of a prefill result, computing logits only where needed.
 
         Returns a scalar (the mean over every labelled token of the batch), or with ``per_sample`` a (B,) tensor:
-        each sample's mean over its own labelled tokens (every sample must have some).
+        each sample's mean over its own labelled tokens (every sample must have some). ``loss_per="question"``
+        averages within each answer first, then over the answers (see :mod:`.answer_loss`).
         """
+        check_loss_per(loss_per)
         labels = result.state.labels
         if labels is None:
             raise ValueError("the batch has no labels (prepare it with answers)")
@@ -192,6 +195,9 @@ class BackboneAdapter(abc.ABC):
         if not bool(where.any()):
             raise ValueError("no labelled tokens in the batch")
         logits = self.runner.logits(result.hidden[:, :-1][where]).float()
+        if loss_per == "question":
+            nll = nn.functional.cross_entropy(logits, target[where], reduction="none")
+            return per_question_mean(nll, where, answer_spans(where), per_sample=per_sample)
         if not per_sample:
             return nn.functional.cross_entropy(logits, target[where])
         counts = where.sum(dim=1)

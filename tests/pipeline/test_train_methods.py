@@ -46,3 +46,27 @@ def test_method_trains_through_the_engine(name, tiny_llava_dir, tmp_path):
     loaded = load_checkpoint(save_checkpoint(method, tmp_path / name, adapter=adapter, step=3), adapter)
     for k, v in method.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v.cpu()), k
+
+
+def test_train_loss_per_question_reaches_the_training_forward(tiny_llava_dir):
+    import json
+
+    torch.set_num_threads(1)
+    cfg = load(TrainJobConfig, None, [
+        f"backbone.path={tiny_llava_dir}", f"method.config={json.dumps(TINY_SELECTOR)}", "train.loss_per=question",
+        "deepspeed.enabled=false", "train.global_batch_size=2", "train.micro_batch_size=2", "train.max_steps=3"])
+    torch.manual_seed(0)
+    model = build_model(cfg, torch.device("cpu"))
+    adapter = model.adapter
+    # answers of very different lengths: the per-question and per-token means differ
+    prompt = adapter.prepare(make_images(2, seed=3), PROMPTS[:2], ["red", "a big red square above three small blue "
+                                                                         "circles and two green words"])
+    torch.manual_seed(1)
+    out = model(prompt, 0)
+    lm = {}
+    for per in ("question", "token"):
+        torch.manual_seed(1)
+        inputs, train_out = model.train_inputs(prompt, 0)
+        lm[per] = float(adapter.lm_loss(adapter.forward(inputs, biases=train_out.biases), loss_per=per))
+    assert float(out.lm_loss) == pytest.approx(lm["question"], abs=1e-5)
+    assert abs(lm["question"] - lm["token"]) > 1e-3

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from stepprune.backbones.answer_loss import per_question_mean
 from stepprune.backbones.pretrain.objectives import ClsHeads, PatchHeads
 from stepprune.backbones.pretrain.packing import segment_mask
 
@@ -184,22 +185,6 @@ def grounding_loss(model, layer_input: Tensor, batch: dict, layer: int,
     return torch.stack(losses).mean(), sum(mass) / len(mass)
 
 
-def _per_question_loss(logits: Tensor, target: Tensor, segment: Tensor, where: Tensor) -> Tensor:
-    """Mean over packed questions of each question's mean answer-token loss.
-
-    Args:
-        logits: (T, V) at the T answer tokens; target: (T,); segment: (B, L-1) segment id of each predicted slot;
-        where: (B, L-1) bool, True at the T answer tokens (row-major order, as ``logits`` was gathered).
-    """
-    token_loss = F.cross_entropy(logits, target, reduction="none")  # (T,)
-    rows = where.nonzero()[:, 0]  # (T,) image of each answer token
-    # One id per (image, segment): questions of different images never share a bucket.
-    qid = rows * (int(segment.max()) + 1) + segment[where]
-    _, inverse, counts = torch.unique(qid, return_inverse=True, return_counts=True)
-    weight = 1.0 / counts[inverse].to(token_loss.dtype)  # each question's tokens sum to weight 1
-    return (token_loss * weight).sum() / counts.numel()
-
-
 def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight: float = 0.0,
                   with_answers: bool = False, ground_weight: float = 0.0, ground_layer: int = 1,
                   loss_per: str = "token", ground_referents: Collection[str] = ()) -> StepOutput:
@@ -227,7 +212,7 @@ def language_step(model, patch_heads: PatchHeads | None, batch: dict, aux_weight
     if loss_per == "token":
         lm = F.cross_entropy(logits, target[where])
     elif loss_per == "question":
-        lm = _per_question_loss(logits, target[where], segment[:, 1:], where)
+        lm = per_question_mean(F.cross_entropy(logits, target[where], reduction="none"), where, segment[:, 1:])
     else:
         raise ValueError(f"loss_per must be 'token' or 'question', got {loss_per!r}")
     loss = lm

@@ -74,23 +74,6 @@ def test_answer_attention_is_the_models_own_attention(tiny_pretrain):
         model.set_attn_implementation("sdpa")
 
 
-def test_per_question_loss_weighs_every_question_the_same():
-    from torch.nn import functional as F
-
-    from stepprune.backbones.pretrain.steps import _per_question_loss
-
-    # Two images (rows); image 0 packs question 1 (1 answer token) and question 2 (3 tokens); image 1 packs its
-    # question 1 (2 tokens). Segment ids repeat across images, so they must not share a bucket.
-    where = torch.tensor([[False, True, False, True, True, True], [True, True, False, False, False, False]])
-    segment = torch.tensor([[1, 1, 2, 2, 2, 2], [1, 1, 0, 0, 0, 0]])
-    torch.manual_seed(0)
-    logits, target = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
-    tok = F.cross_entropy(logits, target, reduction="none")
-    expected = (tok[0] + tok[1:4].mean() + tok[4:6].mean()) / 3
-    assert torch.allclose(_per_question_loss(logits, target, segment, where), expected)
-    assert not torch.allclose(expected, tok.mean())  # the two averages differ here, so the test can fail
-
-
 def test_language_step_loss_per_question_and_bad_value():
     import pytest
 
