@@ -98,12 +98,15 @@ class StepPruneConfig(MethodConfig):
             up. This lets L_LM reach the count through the SoftTopK's implicit gradient in k. It holds K up (at
             the cap against lambda 0.3) but the selection tied random in accuracy. Default off. Measurements:
             ``docs/results/selector_training.md``.
-        gate_forward: what the noise gate's *forward* uses (ablation; not in the spec). ``"soft"`` (spec, paper):
+        gate_forward: what the gate's *forward* uses (ablation; not in the spec). ``"soft"`` (spec, paper):
             g = SoftTopK(s), so the LM sees the soft top-k_bar of the scores s. ``"hard"`` (straight-through): the
             gate's value is the hard selection 1[i in S], the set inference keeps, and its gradient is that of the
-            soft g (same noise). Why it exists: under "soft" the tokens left out still pass sqrt(g) of their signal,
-            so the LM may see more than the selection (``stepprune.train_gap`` measures the train/inference gap).
-            "hard" did worse than random on the embedded default, so "soft" stays the default. Measurements:
+            soft g (same noise). Why it exists: under "soft" the tokens left out still pass sqrt(g) of their signal
+            (noise gate) or g of their attention weight (attention gate), so the LM may see more than the
+            selection (``stepprune.train_gap`` measures the train/inference gap). With the noise gate "hard" did
+            worse than random on the embedded default, so "soft" stays the default. With the attention gate the
+            straight-through sits on g, not on log g: a left-out token's gradient is then the first-order effect of
+            letting it in (DynamicViT's attention masking), though the forward hides it. Measurements:
             ``docs/results/selector_training.md``.
         gate: how g reaches the LLM in training (ablation; not in the spec). ``"noise"`` (spec): the VP noise gate
             of Eq. (13), then the denoiser. ``"attention"``: the raw tokens, with log(g + 1e-6) added to every
@@ -219,9 +222,6 @@ class StepPruneConfig(MethodConfig):
             raise ValueError(f"{name}: gate must be 'noise' or 'attention', got {self.gate!r}")
         if self.gate_forward not in ("soft", "hard"):
             raise ValueError(f"{name}: gate_forward must be 'soft' or 'hard', got {self.gate_forward!r}")
-        if self.gate == "attention" and self.gate_forward == "hard":
-            raise ValueError(f"{name}: gate_forward='hard' is a noise-gate ablation; the attention gate takes "
-                             "gate_forward='soft' (a hard log-bias would pass no gradient to left-out tokens)")
         if not 0.0 <= self.gate_clamp < 0.5:
             raise ValueError(f"{name}: gate_clamp must be in [0, 0.5)")
         if self.total_steps is not None and self.total_steps < 1:

@@ -16,7 +16,8 @@ attention gate (an ablation, not in the spec).
 logit to visual key i gets log(g_i + floor) in every LLM layer, which scales that key's unnormalised attention
 weight by g_i. The LLM sees the raw tokens; g = 1 is the token as is and g = 0 hides it from every other slot, so
 at a hard g the training forward is the inference forward (original positions) and there is no noise for a
-denoiser to learn a content-free fill from. This is the attention masking DynamicViT trains its token pruning with.
+denoiser to learn a content-free fill from. This is the attention masking DynamicViT trains its token pruning with. Its straight-through hard form
+(:func:`straight_through`) trains on exactly the inference forward and still gives every left-out token a gradient.
 """
 
 from __future__ import annotations
@@ -99,6 +100,19 @@ class NoiseScale(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, momentum={self.momentum}"
+
+
+def straight_through(hard: Tensor, g: Tensor) -> Tensor:
+    """The hard selection's values with the soft g's gradient: hard + g - sg(g).
+
+    Under :func:`attention_gate` this sits on g, not on log g: a left-out token's bias is log(floor), its attention
+    weight ~floor, and d log(g + floor) / dg = 1 / floor at g = 0, so its gradient is finite and equal to the
+    first-order effect of letting it in, while the forward is exactly the hard selection's.
+
+    Args:
+        hard: (B, N) bool or 0/1, the selection inference keeps; g: (B, N) soft keep values (differentiable).
+    """
+    return hard.to(g.dtype) + g - g.detach()
 
 
 def attention_gate(g: Tensor, floor: float = ATTENTION_FLOOR) -> AttentionBias:

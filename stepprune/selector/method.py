@@ -45,7 +45,7 @@ from stepprune.selector.config import StepPruneConfig
 from stepprune.selector.decoder import Memory, PointerDecoder
 from stepprune.selector.denoiser import DiagonalDenoiser
 from stepprune.selector.encoder import CrossModalEncoder
-from stepprune.selector.gate import NoiseScale, attention_gate, vp_noise_gate
+from stepprune.selector.gate import NoiseScale, attention_gate, straight_through, vp_noise_gate
 from stepprune.selector.graphs import GraphedLoop
 from stepprune.selector.layers import init_weights
 from stepprune.selector.loop import Rollout, run_selection, selection_limits
@@ -283,10 +283,13 @@ class StepPrune(BackboneBoundMethod):
         """How g reaches the LLM: the (B, N, d_tok) pre-projector tokens it sees and its attention biases.
 
         ``gate="noise"``: Eq. (13) (or its straight-through hard form), then the denoiser, Eq. (14); no biases.
-        ``gate="attention"``: the raw tokens and one log-g attention bias over every layer.
+        ``gate="attention"``: the raw tokens and one log-g attention bias over every layer (with ``gate_forward=
+        "hard"``, the bias of the inference set carrying the soft g's gradient).
         """
         c = self.config
         if c.gate == "attention":
+            if c.gate_forward == "hard":
+                g = straight_through(self.hard_selection(ro, mask), g)
             return x, [attention_gate(g)]
         self.noise.update(x, mask)
         noise = self.noise.sample(x).to(x.dtype)

@@ -9,7 +9,7 @@ import torch
 
 import stepprune
 from stepprune.selector import StepPrune, StepPruneConfig
-from stepprune.selector.gate import attention_gate
+from stepprune.selector.gate import attention_gate, straight_through
 from tests.conftest import make_images
 
 
@@ -314,9 +314,49 @@ def test_budget_grad_keeps_the_values_and_lets_the_lm_loss_reach_the_count(per_s
     assert float((grads[True] - grads[False]).abs().max()) > 1e-6 * float(grads[False].abs().max() + 1e-12)
 
 
-def test_the_attention_gate_refuses_the_hard_forward():
-    with pytest.raises(ValueError, match="gate_forward='hard' is a noise-gate ablation"):
-        StepPruneConfig(gate="attention", gate_forward="hard")
+def test_the_hard_attention_gate_trains_on_the_inference_forward(llava, make_batch, make_context, small):
+    small.update(k_max=8, gate="attention", gate_forward="hard")
+    m = _method(llava, **small)
+    prompt = make_batch(llava, 2)
+    vlm = stepprune.PrunedVLM(llava, m)
+    inputs, out = vlm.train_inputs(prompt, step=50)
+    train = llava.lm_loss(llava.forward(inputs, biases=out.biases), per_sample=True)
+    with torch.no_grad():
+        selected, _ = vlm.llm_inputs(vlm.context(prompt))
+        inference = llava.lm_loss(llava.forward(selected), per_sample=True)
+    torch.testing.assert_close(train.detach(), inference, atol=2e-4, rtol=0)  # no leak from the left-out tokens
+    (train.mean() + out.aux_loss).backward()
+    grads = [p.grad for p in m.decoder.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_straight_through_attention_gate_gives_left_out_tokens_their_first_order_effect(llava, make_batch):
+    prompt = make_batch(llava, 1)
+    vision = llava.vision_features(prompt)
+    inputs = llava.splice(prompt, llava.keep_all(vision), vision)
+    n = vision.tokens.shape[1]
+    hard = torch.zeros(1, n)
+    hard[0, :: n // 8] = 1.0  # 8 kept tokens
+
+    def nll(gate):
+        return llava.lm_loss(llava.forward(inputs, biases=[attention_gate(gate)]))
+
+    g = torch.full((1, n), 0.3, requires_grad=True)
+    loss = nll(straight_through(hard, g))
+    torch.testing.assert_close(loss.detach(), nll(hard).detach())  # the forward is the hard selection's
+    (grad,) = torch.autograd.grad(loss, g)
+    left_out = (hard[0] == 0).nonzero().flatten()[:4]
+    eps = 1e-3
+    with torch.no_grad():
+        for j in left_out.tolist():
+            bumped = hard.clone()
+            bumped[0, j] = eps
+            finite = (nll(bumped) - nll(hard)) / eps
+            assert float(grad[0, j]) == pytest.approx(float(finite), rel=0.05, abs=1e-4), j
+    assert float(grad[0, left_out].abs().sum()) > 0
+
+
+def test_gate_names_are_checked():
     with pytest.raises(ValueError, match="gate must be"):
         StepPruneConfig(gate="mask")
 
