@@ -45,7 +45,7 @@ from stepprune.selector.config import StepPruneConfig
 from stepprune.selector.decoder import Memory, PointerDecoder
 from stepprune.selector.denoiser import DiagonalDenoiser
 from stepprune.selector.encoder import CrossModalEncoder
-from stepprune.selector.gate import NoiseScale, attention_gate, straight_through, vp_noise_gate
+from stepprune.selector.gate import HARD_FLOOR, NoiseScale, attention_gate, straight_through, vp_noise_gate
 from stepprune.selector.graphs import GraphedLoop
 from stepprune.selector.layers import init_weights
 from stepprune.selector.loop import Rollout, run_selection, selection_limits
@@ -289,7 +289,7 @@ class StepPrune(BackboneBoundMethod):
         c = self.config
         if c.gate == "attention":
             if c.gate_forward == "hard":
-                g = straight_through(self.hard_selection(ro, mask), g)
+                return x, [attention_gate(straight_through(self.hard_selection(ro, mask), g), HARD_FLOOR)]
             return x, [attention_gate(g)]
         self.noise.update(x, mask)
         noise = self.noise.sample(x).to(x.dtype)

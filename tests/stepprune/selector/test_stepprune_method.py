@@ -1,5 +1,6 @@
 """The registered ``stepprune`` method on both tiny backbones: the two paths, gradients, batching, limits, variants."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import torch
 
 import stepprune
 from stepprune.selector import StepPrune, StepPruneConfig
-from stepprune.selector.gate import attention_gate, straight_through
+from stepprune.selector.gate import HARD_FLOOR, attention_gate, straight_through
 from tests.conftest import make_images
 
 
@@ -330,6 +331,28 @@ def test_the_hard_attention_gate_trains_on_the_inference_forward(llava, make_bat
     assert grads and any(float(g.abs().sum()) > 0 for g in grads)
 
 
+def test_the_hard_attention_gate_hides_left_out_keys_with_high_logits(llava, make_batch, small):
+    small.update(k_max=8, gate="attention", gate_forward="hard")
+    m = _method(llava, **small)
+    prompt = make_batch(llava, 2)
+    vlm = stepprune.PrunedVLM(llava, m)
+    with torch.no_grad():
+        inputs, out = vlm.train_inputs(prompt, step=50)
+        diag = m.last_diagnostics
+        loud = torch.full((2, out.visual.embeds.shape[1]), math.exp(30.0))
+        for b in range(2):
+            loud[b, diag["selection"][b, : int(diag["count"][b])]] = 1.0
+        # A trained LLM's attention logits to some visual keys lie far above others' (a spread over 14 was seen on
+        # the committed backbone); here every left-out key gets +30 (biases at one layer add up).
+        train = llava.lm_loss(llava.forward(inputs, biases=[*out.biases, attention_gate(loud)]), per_sample=True)
+        selected, _ = vlm.llm_inputs(vlm.context(prompt))
+        inference = llava.lm_loss(llava.forward(selected), per_sample=True)
+        torch.testing.assert_close(train, inference, atol=2e-4, rtol=0)
+        soft_floor = [attention_gate((loud == 1.0).float()), attention_gate(loud)]
+        leaky = llava.lm_loss(llava.forward(inputs, biases=soft_floor), per_sample=True)
+    assert float((leaky - inference).abs().max()) > 1e-2  # at the soft gate's 1e-6 floor they get through
+
+
 def test_straight_through_attention_gate_gives_left_out_tokens_their_first_order_effect(llava, make_batch):
     prompt = make_batch(llava, 1)
     vision = llava.vision_features(prompt)
@@ -339,20 +362,20 @@ def test_straight_through_attention_gate_gives_left_out_tokens_their_first_order
     hard[0, :: n // 8] = 1.0  # 8 kept tokens
 
     def nll(gate):
-        return llava.lm_loss(llava.forward(inputs, biases=[attention_gate(gate)]))
+        return llava.lm_loss(llava.forward(inputs, biases=[attention_gate(gate, HARD_FLOOR)]))
 
     g = torch.full((1, n), 0.3, requires_grad=True)
     loss = nll(straight_through(hard, g))
     torch.testing.assert_close(loss.detach(), nll(hard).detach())  # the forward is the hard selection's
     (grad,) = torch.autograd.grad(loss, g)
     left_out = (hard[0] == 0).nonzero().flatten()[:4]
-    eps = 1e-3
+    eps = 1e-2  # fp32 losses: a smaller step drowns the difference in rounding
     with torch.no_grad():
         for j in left_out.tolist():
             bumped = hard.clone()
             bumped[0, j] = eps
             finite = (nll(bumped) - nll(hard)) / eps
-            assert float(grad[0, j]) == pytest.approx(float(finite), rel=0.05, abs=1e-4), j
+            assert float(grad[0, j]) == pytest.approx(float(finite), rel=0.1, abs=2e-4), j
     assert float(grad[0, left_out].abs().sum()) > 0
 
 
