@@ -106,15 +106,16 @@ class StepPruneConfig(MethodConfig):
             selection (``stepprune.train_gap`` measures the train/inference gap). With the noise gate "hard" did
             worse than random on the embedded default, so "soft" stays the default. With the attention gate the
             straight-through sits on g, not on log g: a left-out token's gradient is then the first-order effect of
-            letting it in (DynamicViT's attention masking), though the forward hides it. Measurements:
+            letting it in (DynamicViT's attention masking), though the forward hides it (behind a 1e-20 floor:
+            at the soft gate's 1e-6 the selectors learned to let left-out tokens through). Measurements:
             ``docs/results/selector_training.md``.
         gate: how g reaches the LLM in training (ablation; not in the spec). ``"noise"`` (spec): the VP noise gate
             of Eq. (13), then the denoiser. ``"attention"``: the raw tokens, with log(g + 1e-6) added to every
             query's attention logit to each visual key in every LLM layer (:func:`stepprune.selector.gate.
-            attention_gate`), so g = 0 hides a token and a hard g is exactly the inference forward; no noise, no
-            denoiser (``denoiser`` is ignored). Why it exists: under the noise gate the trained denoiser turns pure
-            noise into a content-free fill that scores about what the training path scores, which leaves the
-            selection little to gain. With tau 0.03 and ``per_sample_k`` it keeps evidence at 5-10x chance and
+            attention_gate`), so g = 0 hides a token (up to the floor) and a hard g is the inference forward; no
+            noise, no denoiser (``denoiser`` is ignored). Why it exists: under the noise gate the trained denoiser
+            turns pure noise into a content-free fill that scores about what the training path scores, which leaves
+            the selection little to gain. With tau 0.03 and ``per_sample_k`` it keeps evidence at 5-10x chance and
             beats random in answer NLL, not in accuracy; training is about 30 % slower. Default "noise".
             Measurements: ``docs/results/selector_training.md``.
         beta_start, beta_end: SoftTopK entropic weight, cosine-annealed over

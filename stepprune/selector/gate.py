@@ -14,10 +14,11 @@ attention gate (an ablation, not in the spec).
 
 **Attention gate** (``StepPruneConfig.gate = "attention"``): instead of noising token i, every query's attention
 logit to visual key i gets log(g_i + floor) in every LLM layer, which scales that key's unnormalised attention
-weight by g_i. The LLM sees the raw tokens; g = 1 is the token as is and g = 0 hides it from every other slot, so
-at a hard g the training forward is the inference forward (original positions) and there is no noise for a
-denoiser to learn a content-free fill from. This is the attention masking DynamicViT trains its token pruning with. Its straight-through hard form
-(:func:`straight_through`) trains on exactly the inference forward and still gives every left-out token a gradient.
+weight by g_i. The LLM sees the raw tokens; g = 1 is the token as is and g = 0 hides it from every other slot (up
+to the floor), so at a hard g the training forward is the inference forward (original positions) and there is no
+noise for a denoiser to learn a content-free fill from. This is the attention masking DynamicViT trains its token
+pruning with. Its straight-through hard form (:func:`straight_through`, at :data:`HARD_FLOOR`) trains on the
+inference forward and still gives every left-out token a gradient.
 """
 
 from __future__ import annotations
