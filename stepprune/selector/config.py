@@ -67,6 +67,10 @@ class StepPruneConfig(MethodConfig):
             the memory. With ``init_std`` 1 / sqrt(d) it lets an evidence-supervised probe read the question within
             300 steps; under the LM loss it raised ``question_effect`` tenfold but not accuracy. Default off.
             Measurements: ``docs/results/selector_training.md``.
+        text_attention: ``"joint"`` (the spec: one softmax over image and question keys) or ``"split"`` (not in the
+            spec: one softmax over the image keys and one over the question keys, outputs added). Why it exists:
+            under the joint softmax a question of ~20 tokens gets ~3 % of each patch's attention at init, so a
+            word-patch match is learned from a diluted signal. Default "joint".
         step_embedding: learned step embeddings P_t added to the decoder queries (spec: default on).
         pointer: Sec. 12 item 1. ``"head"`` (default): a dedicated single-head pointer attention W_p^{Q,K},
             Eq. (6); ``"cross_attention"``: the head-averaged pre-softmax cross-attention logits of the last
@@ -153,6 +157,7 @@ class StepPruneConfig(MethodConfig):
     causal_encoder: bool = False
     type_embedding: bool = False
     input_norm: bool = False
+    text_attention: Literal["joint", "split"] = "joint"
     step_embedding: bool = True
     pointer: Literal["head", "cross_attention"] = "head"
     mask_glimpse: bool = True

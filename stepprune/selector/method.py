@@ -91,7 +91,7 @@ class StepPrune(BackboneBoundMethod):
             c.d_tok, c.d_llm, c.d, c.heads, c.mlp_ratio, c.encoder_layers,
             project_input=c.input_projection == "always" or c.d_tok != c.d,
             causal=c.causal_encoder, type_embedding=c.type_embedding,
-            input_norm=c.input_norm)
+            input_norm=c.input_norm, text_attention=c.text_attention)
         self.decoder = PointerDecoder(
             c.d, c.heads, c.mlp_ratio, c.decoder_layers, c.k_max, c.step_embedding, c.pointer, c.mask_glimpse,
             c.logit_clip, c.init_std)

@@ -88,3 +88,55 @@ def test_input_norm_makes_the_memory_independent_of_each_visual_token_s_scale():
         return (e(big, xm, t, tm, 1.0) - e(big, xm, t, tm, 0.0)).norm()
 
     assert moved(enc) > 5 * moved(plain)
+
+
+def _manual_split(q, k, v, n_img, text_mask):
+    """Reference: softmax over the image keys plus softmax over the valid text keys, per query. (B, H, L, d_h)."""
+    scale = q.shape[-1] ** -0.5
+    logits = q @ k.transpose(-1, -2) * scale
+    img = torch.softmax(logits[..., :n_img], -1) @ v[:, :, :n_img]
+    txt_logits = logits[..., n_img:].masked_fill(~text_mask[:, None, None, :], float("-inf"))
+    w = torch.nan_to_num(torch.softmax(txt_logits, -1), nan=0.0)  # a sample without text takes nothing from it
+    return img + w @ v[:, :, n_img:]
+
+
+def test_split_attention_is_two_softmaxes_added():
+    from stepprune.selector.encoder import split_attention
+    g = torch.Generator().manual_seed(3)
+    B, H, N, L, dh = 2, 2, 5, 3, 4
+    q, k, v = (torch.randn(B, H, N + L, dh, generator=g) for _ in range(3))
+    tm = torch.tensor([[True, True, False], [False, False, False]])  # the second sample has no question
+    allowed = torch.cat([torch.ones(B, N, dtype=torch.bool), tm], 1)[:, None, None, :]
+    out = split_attention(q, k, v, allowed, N)
+    torch.testing.assert_close(out, _manual_split(q, k, v, N, tm))
+    # and it is not the joint softmax
+    joint = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    assert not torch.allclose(out[0], joint[0], atol=1e-3)
+    assert torch.isfinite(out).all()
+
+
+def test_split_text_attention_gives_the_question_its_own_softmax():
+    # One question token among many image tokens: under the joint softmax its share of each patch's attention is
+    # about 1 / (N + 1), under the split one it is a whole softmax, so the question moves the memory far more.
+    g = torch.Generator().manual_seed(4)
+    x, xm = torch.randn(1, 200, 16, generator=g), torch.ones(1, 200, dtype=torch.bool)
+    t, tm = torch.randn(1, 1, 12, generator=g), torch.ones(1, 1, dtype=torch.bool)
+    joint, split = _enc(), _enc(text_attention="split")
+    split.load_state_dict(joint.state_dict())  # same weights: only the softmax differs
+
+    def moved(e):
+        return (e(x, xm, t, tm, 1.0) - e(x, xm, torch.randn(1, 1, 12, generator=g), tm, 1.0)).norm()
+
+    assert moved(split) > 10 * moved(joint)
+    # padding and the causal mask still hold under the split softmax
+    base = split(x, xm, t, tm, 1.0)
+    t_pad, tm_pad = torch.cat([t, torch.randn(1, 2, 12)], 1), torch.cat([tm, torch.zeros(1, 2, dtype=torch.bool)], 1)
+    torch.testing.assert_close(split(x, xm, t_pad, tm_pad, 1.0), base)
+    causal = _enc(text_attention="split", causal=True)
+    torch.testing.assert_close(causal(x, xm, t, tm, 1.0), causal(x, xm, t + 1.0, tm, 1.0))
+
+
+def test_text_attention_must_be_joint_or_split():
+    import pytest
+    with pytest.raises(ValueError, match="text_attention"):
+        _enc(text_attention="cross")
