@@ -228,6 +228,8 @@ class StepPruneConfig(MethodConfig):
             raise ValueError(f"{name}: gate must be 'noise' or 'attention', got {self.gate!r}")
         if self.gate_forward not in ("soft", "hard"):
             raise ValueError(f"{name}: gate_forward must be 'soft' or 'hard', got {self.gate_forward!r}")
+        if self.text_attention not in ("joint", "split"):
+            raise ValueError(f"{name}: text_attention must be 'joint' or 'split', got {self.text_attention!r}")
         if not 0.0 <= self.gate_clamp < 0.5:
             raise ValueError(f"{name}: gate_clamp must be in [0, 0.5)")
         if self.total_steps is not None and self.total_steps < 1:

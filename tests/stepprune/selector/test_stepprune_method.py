@@ -32,6 +32,13 @@ def test_config_rejects_a_budget_and_bad_values():
         StepPruneConfig(d=30, heads=4)
     with pytest.raises(ValueError, match="unknown key"):
         stepprune.build_method("stepprune", lam=0.1)
+    with pytest.raises(ValueError, match="text_attention must be"):
+        stepprune.build_method("stepprune", text_attention="cross")
+
+
+def test_split_text_attention_reaches_the_encoder(llava, small):
+    m = _method(llava, **small, text_attention="split")
+    assert m.encoder.split_text and not _method(llava, **small).encoder.split_text
 
 
 def test_bind_records_the_backbone_dimensions(llava, qwen, small):
