@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from stepprune.backbones.answer_loss import LossPer
 from stepprune.methods import method_class
 
 
@@ -116,7 +117,7 @@ class TrainConfig:
     threads_per_worker: int | None = None
     fail_at_step: int | None = None
     fail_rank: int = 0
-    loss_per: Literal["token", "question"] = "token"
+    loss_per: LossPer = "token"
 
 
 @dataclasses.dataclass

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Literal
 
 from pipeline.config import RayConfig, ScalingConfig, StorageConfig, TrackingConfig
+from stepprune.backbones.answer_loss import LossPer
 from stepprune.backbones.pretrain.curriculum import Phase
 from stepprune.backbones.pretrain.spec import BackboneSpec
 
@@ -76,7 +77,7 @@ class LanguageStageConfig:
     ground_steps: int = 300
     ground_layer: int = 1
     ground_referents: list[str] = dataclasses.field(default_factory=list)
-    loss_per: Literal["token", "question"] = "token"
+    loss_per: LossPer = "token"
     optim: StageOptim = dataclasses.field(default_factory=StageOptim)
 
 

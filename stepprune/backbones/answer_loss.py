@@ -8,13 +8,13 @@ Selector training (:meth:`stepprune.BackboneAdapter.lm_loss`) and backbone pretr
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 LossPer = Literal["token", "question"]
-LOSS_PER = ("token", "question")
+LOSS_PER = get_args(LossPer)
 
 
 def check_loss_per(loss_per: str) -> None:
