@@ -49,13 +49,14 @@ def per_question_mean(token_loss: Tensor, where: Tensor, segment: Tensor, per_sa
     """
     rows = where.nonzero()[:, 0]  # (T,) row of each labelled slot
     # one id per (row, question): questions of different rows never share a bucket
-    qid = rows * (int(segment.max()) + 1) + segment[where]
-    _, inverse, counts = torch.unique(qid, return_inverse=True, return_counts=True)
+    per_row = int(segment.max()) + 1
+    qid = rows * per_row + segment[where]
+    unique_ids, inverse, counts = torch.unique(qid, return_inverse=True, return_counts=True)
     weighted = token_loss / counts[inverse].to(token_loss.dtype)  # each question's tokens sum to its mean
     if not per_sample:
         return weighted.sum() / counts.numel()
     batch = where.shape[0]
-    questions = torch.zeros(batch, device=token_loss.device).index_add_(0, rows, 1.0 / counts[inverse].float())
+    questions = torch.bincount(unique_ids // per_row, minlength=batch)  # (B,) questions per row, exact
     if bool((questions == 0).any()):
         raise ValueError("a sample of the batch has no labelled tokens")
-    return torch.zeros(batch, device=token_loss.device, dtype=weighted.dtype).index_add_(0, rows, weighted) / questions
+    return torch.zeros(batch, device=token_loss.device, dtype=weighted.dtype).index_add_(0, rows, weighted) / questions.to(weighted.dtype)
