@@ -105,6 +105,10 @@ class TrainConfig:
         loss_per: how the answer NLL is averaged: ``"token"`` over every answer token of the batch (LLaVA's
             convention), ``"question"`` within each answer first, then over answers, so that SynthVQA's few long
             descriptions (48 % of its answer tokens, 2.9 % of its questions) do not carry half the gradient.
+        init_selector: a selector checkpoint folder (``stepprune.save_checkpoint``) whose weights the run starts
+            from instead of the method's initialisation, e.g. to fine-tune a trained selector or the evidence
+            warm start of ``jobs/warm_start_selector.py``. Same method and architecture; a resumed run's own
+            checkpoint takes precedence.
     """
 
     global_batch_size: int = 32
@@ -118,6 +122,7 @@ class TrainConfig:
     fail_at_step: int | None = None
     fail_rank: int = 0
     loss_per: LossPer = "token"
+    init_selector: str | None = None
 
 
 @dataclasses.dataclass

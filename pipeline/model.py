@@ -45,4 +45,23 @@ def build_model(cfg: TrainJobConfig, device: torch.device,
     method = stepprune.build_method(cfg.method.name, method_config(cfg))
     if hasattr(method, "bind"):
         method.bind(adapter)
+    if cfg.train.init_selector:
+        init_from(method, cfg.train.init_selector, adapter)
     return stepprune.PrunedVLM(adapter, method, loss_per=cfg.train.loss_per)
+
+
+def init_from(method: stepprune.PruningMethod, folder: str, adapter: stepprune.BackboneAdapter) -> None:
+    """Loads a saved selector's weights into ``method`` (``train.init_selector``).
+
+    Raises:
+        ValueError: naming the folder, when it holds another method or weights of another shape.
+    """
+    from stepprune.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(folder, adapter)
+    if saved.name != method.name:
+        raise ValueError(f"train.init_selector={folder} holds a {saved.name} selector, the job trains {method.name}")
+    try:
+        method.load_state_dict(saved.state_dict())
+    except RuntimeError as err:  # missing/unexpected keys or shapes: another architecture
+        raise ValueError(f"train.init_selector={folder} does not fit the job's {method.name} config: {err}") from None
