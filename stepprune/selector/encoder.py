@@ -67,7 +67,8 @@ class EncoderBlock(nn.Module):
 
     def forward(self, h: Tensor, allowed: Tensor, n_img: int | None = None) -> Tensor:
         """(B, L, d) -> (B, L, d); ``allowed`` is a bool attention mask broadcastable to (B, H, L, L); with
-        ``n_img`` the image keys (the first n_img) and the text keys get separate softmaxes (:func:`split_attention`)."""
+        ``n_img`` the image keys (the first n_img) and the text keys get separate softmaxes
+        (:func:`split_attention`)."""
         q, k, v = (split_heads(t, self.heads) for t in self.qkv(self.ln_1(h)).chunk(3, dim=-1))
         if n_img is None:
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)

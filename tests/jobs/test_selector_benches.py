@@ -20,8 +20,8 @@ def test_prints_the_gradient_of_every_token_class(synthvqa_test_folder, tmp_path
 
     adapter = stepprune.load_backbone(BACKBONE)
     torch.manual_seed(0)
-    method = stepprune.build_method("stepprune", {"d": 32, "heads": 4, "k_max": 8, "total_steps": 100, "gate": "attention",
-                                                  "gate_forward": "hard"}).bind(adapter)
+    method = stepprune.build_method("stepprune", {"d": 32, "heads": 4, "k_max": 8, "total_steps": 100,
+                                                  "gate": "attention", "gate_forward": "hard"}).bind(adapter)
     ckpt = save_checkpoint(method, tmp_path / "selector", adapter=adapter)
     bench_gate_gradient.main(["--folder", str(synthvqa_test_folder), "--items", "4", "--batch-size", "2",
                               "--threads", "1", "--backbone", str(BACKBONE), "--selectors", str(ckpt)])
