@@ -8,26 +8,19 @@ way accuracy does (``jobs/bench_selection_headroom.py --selectors`` gives the ac
     python jobs/bench_answer_nll.py --items 160 --selectors runs/<name>/final/selector
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a fresh clone without installing
 
-ROOT = Path(__file__).resolve().parents[1]
+from pipeline.cli import require_synthvqa, synthvqa_bench_parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default=str(ROOT / "checkpoints" / "synthvqa-llava-tiny"))
-    parser.add_argument("--folder", default="data/synthvqa/native/val", help="a SynthVQA split (questions.jsonl)")
-    parser.add_argument("--items", type=int, default=160)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = synthvqa_bench_parser(__doc__.splitlines()[0], items=160)
     parser.add_argument("--selectors", nargs="+", required=True, help="trained selector checkpoint folders")
     args = parser.parse_args(argv)
-    if not (Path(args.folder) / "questions.jsonl").is_file():
-        parser.exit(2, f"no SynthVQA questions in {args.folder}: run `python jobs/train.py` once (it generates "
-                       "SynthVQA), or pass --folder\n")
+    require_synthvqa(parser, args.folder)
     import torch
 
     import stepprune

@@ -9,30 +9,23 @@ keeps and leaves out, on the question's evidence, on other questions' evidence a
     python jobs/bench_gate_gradient.py --items 48 --selectors runs/<name>/final/selector
 """
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a fresh clone without installing
 
-ROOT = Path(__file__).resolve().parents[1]
+from pipeline.cli import require_synthvqa, synthvqa_bench_parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default=str(ROOT / "checkpoints" / "synthvqa-llava-tiny"))
-    parser.add_argument("--folder", default="data/synthvqa/native/val", help="a SynthVQA split (questions.jsonl)")
-    parser.add_argument("--items", type=int, default=48)
+    parser = synthvqa_bench_parser(__doc__.splitlines()[0], items=48)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--loss-per", default="question", choices=["token", "question"])
     parser.add_argument("--selectors", nargs="+", required=True, help="trained StepPrune checkpoint folders")
     args = parser.parse_args(argv)
+    require_synthvqa(parser, args.folder)
     questions = Path(args.folder) / "questions.jsonl"
-    if not questions.is_file():
-        parser.exit(2, f"no SynthVQA questions in {args.folder}: run `python jobs/train.py` once (it generates "
-                       "SynthVQA), or pass --folder\n")
     import torch
 
     import stepprune

@@ -12,30 +12,23 @@ The saliency reads the answer, so it is an upper bound on what a selector's trai
     python jobs/bench_gradient_signal.py --items 320 --budgets 4,16,64 --g0 0.03,0.5 --gates attention,noise
 """
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a fresh clone without installing
 
-ROOT = Path(__file__).resolve().parents[1]
+from pipeline.cli import require_synthvqa, synthvqa_bench_parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default=str(ROOT / "checkpoints" / "synthvqa-llava-tiny"))
-    parser.add_argument("--folder", default="data/synthvqa/native/val", help="a SynthVQA split (questions.jsonl)")
-    parser.add_argument("--items", type=int, default=320)
+    parser = synthvqa_bench_parser(__doc__.splitlines()[0], items=320)
     parser.add_argument("--budgets", default="4,16,64")
     parser.add_argument("--g0", default="0.03,0.5", help="uniform gate values the gradient is taken at")
     parser.add_argument("--gates", default="attention,noise")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if not (Path(args.folder) / "questions.jsonl").is_file():
-        parser.exit(2, f"no SynthVQA questions in {args.folder}: run `python jobs/train.py` once (it generates "
-                       "SynthVQA), or pass --folder\n")
+    require_synthvqa(parser, args.folder)
     import torch
 
     import stepprune

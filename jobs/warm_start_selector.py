@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a fresh clone without installing
 
+from pipeline.cli import require_synthvqa  # noqa: E402
 from pipeline.config import TrainJobConfig  # noqa: E402
 from pipeline.config_loader import ConfigError, load  # noqa: E402
 
@@ -38,9 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load(TrainJobConfig, args.config, args.overrides)
     except ConfigError as e:
         parser.exit(2, f"config error: {e}\n")
-    if not (Path(args.folder) / "questions.jsonl").is_file():
-        parser.exit(2, f"no SynthVQA questions in {args.folder}: run `python jobs/train.py` once (it generates "
-                       "SynthVQA), or pass --folder\n")
+    require_synthvqa(parser, args.folder)
     import torch
 
     from pipeline.evidence_warm_start import warm_start

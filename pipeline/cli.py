@@ -34,3 +34,26 @@ def parse(cls: type[T], argv: list[str] | None, default_config: str | None, desc
             sys.stdout.write((Path(tmp) / "c.yaml").read_text())
         parser.exit(0)
     return cfg
+
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED_BACKBONE = REPO / "checkpoints" / "synthvqa-llava-tiny"
+
+
+def synthvqa_bench_parser(description: str, folder: str = "data/synthvqa/native/val", items: int = 160,
+                          threads: int = 2) -> argparse.ArgumentParser:
+    """The arguments every SynthVQA diagnostic bench shares: ``--backbone`` (the committed one), ``--folder`` (a
+    SynthVQA split with ``questions.jsonl``), ``--items`` and ``--threads``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--backbone", default=str(COMMITTED_BACKBONE))
+    parser.add_argument("--folder", default=folder, help="a SynthVQA split (questions.jsonl)")
+    parser.add_argument("--items", type=int, default=items, help="questions read from --folder")
+    parser.add_argument("--threads", type=int, default=threads)
+    return parser
+
+
+def require_synthvqa(parser: argparse.ArgumentParser, folder: str | Path) -> None:
+    """Exits (status 2) with what to do when ``folder`` holds no SynthVQA ``questions.jsonl``."""
+    if not (Path(folder) / "questions.jsonl").is_file():
+        parser.exit(2, f"no SynthVQA questions in {folder}: run `python jobs/train.py` once (it generates "
+                       "SynthVQA), or pass --folder\n")
