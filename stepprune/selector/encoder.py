@@ -47,8 +47,12 @@ def split_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, n_img: int
     out = 0
     for part in (slice(0, n_img), slice(n_img, None)):
         mask = allowed[..., part]
-        o = F.scaled_dot_product_attention(q, k[:, :, part], v[:, :, part], attn_mask=mask)
-        out = out + torch.where(mask.any(-1, keepdim=True), o, 0.0)  # an all-masked row is NaN in SDPA
+        some = mask.any(-1, keepdim=True)
+        # What SDPA makes of an all-masked row depends on the backend (0 on this CPU build; the softmax of a row
+        # of -inf is NaN, in the output and in the backward, which a zeroed output does not stop). Such rows
+        # attend everywhere instead, and their output is dropped.
+        o = F.scaled_dot_product_attention(q, k[:, :, part], v[:, :, part], attn_mask=mask | ~some)
+        out = out + torch.where(some, o, 0.0)
     return out
 
 
@@ -58,7 +62,6 @@ class EncoderBlock(nn.Module):
     def __init__(self, d: int, heads: int, mlp_ratio: int = 4):
         super().__init__()
         self.heads = heads
-
         self.ln_1 = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
