@@ -59,4 +59,5 @@ def per_question_mean(token_loss: Tensor, where: Tensor, segment: Tensor, per_sa
     questions = torch.bincount(unique_ids // per_row, minlength=batch)  # (B,) questions per row, exact
     if bool((questions == 0).any()):
         raise ValueError("a sample of the batch has no labelled tokens")
-    return torch.zeros(batch, device=token_loss.device, dtype=weighted.dtype).index_add_(0, rows, weighted) / questions.to(weighted.dtype)
+    sums = torch.zeros(batch, device=token_loss.device, dtype=weighted.dtype).index_add_(0, rows, weighted)
+    return sums / questions.to(weighted.dtype)
