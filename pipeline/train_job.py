@@ -83,6 +83,7 @@ def absolutize(cfg: TrainJobConfig) -> TrainJobConfig:
         storage=dataclasses.replace(cfg.storage, root=a(cfg.storage.root), export=a(cfg.storage.export)),
         eval=dataclasses.replace(cfg.eval, folder=a(cfg.eval.folder)),
         validate=dataclasses.replace(cfg.validate, folder=a(cfg.validate.folder)),
+        train=dataclasses.replace(cfg.train, init_selector=a(cfg.train.init_selector)),
     )
 
 
