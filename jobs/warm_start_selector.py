@@ -1,9 +1,12 @@
-"""Evidence-supervised warm start of the StepPrune selector (a diagnostic, not the method; labels from SynthVQA).
+"""Warm start of the StepPrune selector from a teacher (a diagnostic, not the method).
 
 Builds the selector of the job config (with the same dotted overrides as ``jobs/train.py``), trains its encoder and
-first pointer step to point at each question's evidence patches, and saves a checkpoint
-(``stepprune/selector/evidence_warm_start.py``). Measure it with ``jobs/bench_selection_headroom.py --selectors``;
-fine-tune it with the LM loss with ``python jobs/train.py <same overrides> train.init_selector=<out>``.
+first pointer step to point at each question's teacher patches, and saves a checkpoint
+(``stepprune/selector/evidence_warm_start.py``, ``pipeline/evidence_warm_start.py``). ``--teacher evidence`` (the
+default) points at SynthVQA's evidence labels; ``--teacher saliency`` is label-free: the top ``--teacher-k`` patches
+by the frozen LM's answer-NLL gradient on a uniform gate. Measure it with
+``jobs/bench_selection_headroom.py --selectors``; fine-tune it with the LM loss with
+``python jobs/train.py <same overrides> train.init_selector=<out>``.
 
     python jobs/warm_start_selector.py --steps 300 --out runs/warm_start/selector \\
         method.config.text_attention=split method.config.input_norm=true method.config.init_std=0.088
@@ -31,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher", default="evidence", choices=["evidence", "saliency"],
+                        help="evidence: SynthVQA's labels; saliency: label-free, the LM's answer-NLL gradient")
+    parser.add_argument("--teacher-k", type=int, default=16, help="patches per question (saliency teacher)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", required=True, help="checkpoint folder to write")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, as for jobs/train.py")
@@ -47,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     items = get_benchmark("synthvqa").load(args.folder, limit=args.items)
-    out = warm_start(cfg, items, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    out = warm_start(cfg, items, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                     teacher=args.teacher, teacher_k=args.teacher_k)
     print(f"[warm-start] saved {out}", flush=True)
 
 

@@ -1,8 +1,15 @@
 """Runs the evidence-supervised warm start (:mod:`stepprune.selector.evidence_warm_start`) on the job's own model.
 
 Ray-free and single-process: the job config's method is built exactly as the training job builds it
-(:func:`pipeline.model.build_model`), trained with AdamW on L_ev over SynthVQA questions that record their evidence,
-and saved as a selector checkpoint that ``train.init_selector`` (or any evaluation) can load.
+(:func:`pipeline.model.build_model`), trained with AdamW on L_ev over SynthVQA questions, and saved as a selector
+checkpoint that ``train.init_selector`` (or any evaluation) can load.
+
+Two teachers say which patches L_ev points at:
+
+* ``"evidence"``: each question's evidence patches (SynthVQA's labels; real corpora have none);
+* ``"saliency"``: label-free, the top ``teacher_k`` patches by the frozen LM's answer-NLL gradient on a uniform
+  attention gate at 0.5 (:func:`stepprune.gate_saliency.gate_saliency`), computed from the question's answer as the
+  LM loss is. The selector, which does not see the answer, learns to predict where that gradient points.
 """
 
 from __future__ import annotations
@@ -19,31 +26,63 @@ from pipeline.config import TrainJobConfig
 from pipeline.model import build_model
 
 
+TEACHERS = ("evidence", "saliency")
+SALIENCY_G0 = 0.5  # the uniform gate the saliency is taken at (0.05 gave the same top-16 recall of the evidence)
+
+
+def saliency_targets(adapter, images: Sequence[Any], items: Sequence[Any], k: int) -> list[list[int]]:
+    """Per question, its top-``k`` visual patches by -dL/dg of its answer's NLL at a uniform attention gate.
+
+    Args:
+        adapter: the frozen backbone.
+        images: the questions' images (PIL), in order.
+        items: benchmark items with ``qid``, ``prompt`` and ``answer``.
+        k: patches per question.
+    """
+    from stepprune.gate_saliency import gate_saliency
+    from stepprune.train_gap import answer_conversations
+
+    prompt = adapter.prepare_conversations(list(images), answer_conversations(items), keys=[it.qid for it in items])
+    sal = gate_saliency(adapter, prompt, SALIENCY_G0, "attention")  # (B, N); padding rows 0
+    with torch.no_grad():  # padding rows (variable-size images) must not be picked over negative-saliency patches
+        valid = adapter.vision_features(prompt).token_mask
+    sal = sal.masked_fill(~valid, float("-inf"))
+    return [sal[b].topk(min(k, int(valid[b].sum()))).indices.sort().values.tolist() for b in range(len(items))]
+
+
 def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, steps: int, batch_size: int = 8,
-               lr: float = 1e-3, seed: int = 0, log_every: int = 50,
+               lr: float = 1e-3, seed: int = 0, teacher: str = "evidence", teacher_k: int = 16, log_every: int = 50,
                log: Callable[[str], None] = print) -> Path:
     """Trains the job's selector on L_ev for ``steps`` AdamW steps and saves it to ``out``.
 
     Args:
         cfg: the job config (its method, backbone and ``train.loss_per`` are used; the selector is built as the
             training job builds it).
-        items: SynthVQA questions with ``meta["evidence"]`` (``describe`` and evidence-less ones are skipped).
+        items: questions with answers; the ``evidence`` teacher needs ``meta["evidence"]`` (evidence-less ones are
+            skipped). ``describe`` questions (long captions) are skipped by both.
         out: the checkpoint folder to write.
         steps, batch_size, lr: AdamW steps, questions per step, learning rate.
         seed: initialisation and the order the questions are drawn in.
+        teacher: ``"evidence"`` or ``"saliency"`` (module docstring).
+        teacher_k: patches per question the saliency teacher points at.
 
     Returns:
-        The checkpoint folder.
+        The checkpoint folder. Each log line gives L_ev and, where the questions record evidence, the share of it
+        the teacher's targets hold (``teacher recall``; 100 % for the evidence teacher).
 
     Raises:
-        ValueError: no question records evidence, or the method has no pointer to supervise.
+        ValueError: an unknown teacher, no usable question, or the method has no pointer to supervise.
     """
     from stepprune.checkpoint import save_checkpoint
     from stepprune.selector.evidence_warm_start import evidence_loss, first_step_logits
 
-    pool = [it for it in items if it.meta.get("evidence") and it.meta.get("family") != "describe"]
+    if teacher not in TEACHERS:
+        raise ValueError(f"warm start: teacher must be one of {TEACHERS}, got {teacher!r}")
+    pool = [it for it in items if (teacher == "saliency" or it.meta.get("evidence"))
+            and it.meta.get("family") != "describe"]
     if not pool:
-        raise ValueError("evidence warm start: no question records evidence (meta['evidence']): use SynthVQA")
+        raise ValueError("evidence warm start: no question records evidence (meta['evidence']): use SynthVQA"
+                         if teacher == "evidence" else "warm start: no question to learn from")
     torch.manual_seed(seed)
     model = build_model(cfg, torch.device("cpu"))
     adapter, method = model.adapter, model.method
@@ -53,21 +92,29 @@ def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, st
     opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=lr)
     rng = random.Random(seed)
     images: dict[str, Any] = {}
-    t0, recent = time.perf_counter(), []
+    t0, recent, held = time.perf_counter(), [], []
     for step in range(steps):
         batch = rng.sample(pool, min(batch_size, len(pool)))
         for it in batch:
             if it.qid not in images:
                 images[it.qid] = it.load_image()
-        prompt = adapter.prepare([images[it.qid] for it in batch], [it.prompt for it in batch])
+        pictures = [images[it.qid] for it in batch]
+        if teacher == "evidence":
+            targets = [it.meta["evidence"] for it in batch]
+        else:
+            targets = saliency_targets(adapter, pictures, batch, teacher_k)
+        held += [len(set(t) & set(it.meta["evidence"])) / len(set(it.meta["evidence"]))
+                 for t, it in zip(targets, batch) if it.meta.get("evidence")]
+        prompt = adapter.prepare(pictures, [it.prompt for it in batch])
         ctx = model.context(prompt)
-        loss = evidence_loss(first_step_logits(method, ctx), [it.meta["evidence"] for it in batch])
+        loss = evidence_loss(first_step_logits(method, ctx), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         recent.append(float(loss.detach()))
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            log(f"[warm-start] step {step + 1}/{steps} L_ev {sum(recent) / len(recent):.3f} "
+            recall = f" teacher recall {100 * sum(held) / len(held):.1f} %" if held else ""
+            log(f"[warm-start] step {step + 1}/{steps} L_ev {sum(recent) / len(recent):.3f}{recall} "
                 f"({time.perf_counter() - t0:.0f} s)")
-            recent = []
+            recent, held = [], []
     return save_checkpoint(method, out, adapter=adapter, step=steps)
