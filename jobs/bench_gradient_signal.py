@@ -5,7 +5,11 @@ saliency is -dL/dg_i (``stepprune/gate_saliency.py``). Prints, per gate and g0:
 
 * the AUC of the saliency separating each question's evidence patches from the rest, overall and per family;
 * the answer NLL when the LLM sees only the top-K tokens by saliency, against random K tokens and the evidence
-  oracle at the same K (evidence first, then random's fill), and all tokens.
+  oracle at the same K (evidence first, then random's fill), and all tokens;
+* where the top-K by saliency lies: its share on the question's evidence, on other questions' evidence about the
+  same image (distractors) and on the rest, and its evidence recall. The saliency is what
+  ``jobs/warm_start_selector.py --teacher saliency`` distils; a teacher as often on distractors as on the evidence
+  cannot teach a selector to read the question.
 
 The saliency reads the answer, so it is an upper bound on what a selector's training signal can carry, not a method.
 
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     from stepprune.backbones.types import VisualTokens
     from stepprune.benchmarks import synthvqa
     from stepprune.gate_saliency import auc, gate_saliency
-    from stepprune.methods.evidence_oracle import evidence_first
+    from stepprune.methods.evidence_oracle import evidence_first, read_evidence
     from stepprune.methods.token_rows import pad_index_rows
     from stepprune.train_gap import answer_conversations
 
@@ -46,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     # describe answers are long captions: their NLL would dominate the means; the headline excludes them as
     # synthvqa.aggregate does
     items = [it for it in synthvqa.load(args.folder, limit=args.items) if it.meta["family"] != "describe"]
+    image_evidence = read_evidence(Path(args.folder) / "questions.jsonl", scope="image")
     gen, gen_fill, gen_noise = (torch.Generator().manual_seed(s) for s in (0, 1, 2))
+    where: dict[tuple, list[tuple[float, float, float]]] = {}  # (setting, K) -> (on evidence, on distractors, recall)
     aucs: dict[tuple, list[tuple[str, float]]] = {s: [] for s in settings}
     nll: dict[tuple, list[float]] = {}
     for i in range(0, len(items), args.batch_size):
@@ -79,14 +85,25 @@ def main(argv: list[str] | None = None) -> None:
             nll.setdefault(("evidence oracle", k), []).extend(answer_nll(
                 [evidence_first(it.meta["evidence"], p, k, gen_fill) for it, p in zip(chunk, perms)]))
             for s, sal in saliency.items():
-                nll.setdefault((f"top-K saliency ({s[0]}, g0={s[1]:g})", k), []).extend(
-                    answer_nll([sal[b].topk(k).indices.sort().values for b in range(len(chunk))]))
+                top = [sal[b].topk(k).indices.sort().values for b in range(len(chunk))]
+                nll.setdefault((f"top-K saliency ({s[0]}, g0={s[1]:g})", k), []).extend(answer_nll(top))
+                for it, t in zip(chunk, top):
+                    t, ev = set(t.tolist()), set(it.meta["evidence"])
+                    others = set(image_evidence.get(it.qid, [])) - ev
+                    if ev:
+                        where.setdefault((s, k), []).append((len(t & ev) / k, len(t & others) / k,
+                                                             len(t & ev) / len(ev)))
         print(f"[gradient-signal] {min(i + args.batch_size, len(items))}/{len(items)} questions", flush=True)
     print(f"\nAUC of the saliency for each question's evidence patches ({len(items)} questions, describe excluded):")
     for s in settings:
         fams = sorted({f for f, _ in aucs[s]})
         per = "  ".join(f"{f} {statistics.fmean(a for ff, a in aucs[s] if ff == f):.3f}" for f in fams)
         print(f"  {s[0]:<9} g0={s[1]:<5g} all {statistics.fmean(a for _, a in aucs[s]):.3f}  |  {per}")
+    print("\nwhere the top-K by saliency lies (share of its K on the question's evidence / on other questions' "
+          "evidence about the image / evidence recall):")
+    for (s, k), rows in where.items():
+        on, dis, rec = (100 * statistics.fmean(r[i] for r in rows) for i in range(3))
+        print(f"  K={k:<4d} {s[0]:<9} g0={s[1]:<5g} evidence {on:.1f} %  distractors {dis:.1f} %  recall {rec:.1f} %")
     print("\nanswer NLL (lower is better) with the LLM seeing K visual tokens:")
     for (name, k), values in sorted(nll.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         print(f"  K={k:<4d} {name:<38} {statistics.fmean(values):.3f}  (n={len(values)})")

@@ -1,5 +1,5 @@
-"""The selector diagnostics end to end (bench_gate_gradient, bench_answer_nll): the committed backbone, a fresh
-StepPrune checkpoint, two SynthVQA images."""
+"""The selector diagnostics end to end (bench_gate_gradient, bench_answer_nll, bench_gradient_signal): the committed
+backbone, a fresh StepPrune checkpoint, two SynthVQA images."""
 
 import sys
 from pathlib import Path
@@ -51,3 +51,22 @@ def test_answer_nll_bench_prints_the_gap_table(synthvqa_test_folder, tmp_path, c
     out = capsys.readouterr().out
     assert "selection" in out and "train_path" in out and "random" in out
     assert out.count("\nall ") == 1
+
+
+def test_gradient_signal_bench_says_where_the_saliency_top_k_lies(synthvqa_test_folder, capsys, one_thread):
+    import re
+
+    import bench_gradient_signal
+
+    bench_gradient_signal.main(["--folder", str(synthvqa_test_folder), "--items", "6", "--batch-size", "3",
+                                "--threads", "1", "--backbone", str(BACKBONE), "--budgets", "4,16",
+                                "--g0", "0.5", "--gates", "attention"])
+    out = capsys.readouterr().out
+    rows = re.findall(r"K=(\d+) +attention g0=0.5 +evidence ([\d.]+) % +distractors ([\d.]+) % +recall ([\d.]+) %",
+                      out)
+    assert [int(r[0]) for r in rows] == [4, 16]
+    for _, on, dis, rec in rows:
+        assert 0 <= float(on) + float(dis) <= 100 and 0 <= float(rec) <= 100
+    # the committed backbone's answer gradient points at the evidence far above chance (K of 576 patches)
+    assert float(rows[1][3]) > 4 * 100 * 16 / 576
+    assert "AUC of the saliency" in out and "top-K saliency (attention, g0=0.5)" in out
