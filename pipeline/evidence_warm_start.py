@@ -43,11 +43,10 @@ def saliency_targets(adapter, images: Sequence[Any], items: Sequence[Any], k: in
     from stepprune.train_gap import answer_conversations
 
     prompt = adapter.prepare_conversations(list(images), answer_conversations(items), keys=[it.qid for it in items])
-    sal = gate_saliency(adapter, prompt, SALIENCY_G0, "attention")  # (B, N); padding rows 0
-    with torch.no_grad():  # padding rows (variable-size images) must not be picked over negative-saliency patches
-        valid = adapter.vision_features(prompt).token_mask
-    sal = sal.masked_fill(~valid, float("-inf"))
-    return [sal[b].topk(min(k, int(valid[b].sum()))).indices.sort().values.tolist() for b in range(len(items))]
+    # (B, N); padding rows (variable-size images) at -inf, never picked over negative-saliency patches
+    sal = gate_saliency(adapter, prompt, SALIENCY_G0, "attention", padding=float("-inf"))
+    valid = torch.isfinite(sal).sum(1)
+    return [sal[b].topk(min(k, int(valid[b]))).indices.sort().values.tolist() for b in range(len(items))]
 
 
 def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, steps: int, batch_size: int = 8,
@@ -103,8 +102,9 @@ def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, st
             targets = [it.meta["evidence"] for it in batch]
         else:
             targets = saliency_targets(adapter, pictures, batch, teacher_k)
-        held += [len(set(t) & set(it.meta["evidence"])) / len(set(it.meta["evidence"]))
-                 for t, it in zip(targets, batch) if it.meta.get("evidence")]
+        for t, it in zip(targets, batch):
+            if evidence := set(it.meta.get("evidence") or ()):
+                held.append(len(evidence & set(t)) / len(evidence))
         prompt = adapter.prepare(pictures, [it.prompt for it in batch])
         ctx = model.context(prompt)
         loss = evidence_loss(first_step_logits(method, ctx), targets)

@@ -25,7 +25,7 @@ from stepprune.selector.gate import attention_gate, vp_noise_gate
 
 
 def gate_saliency(adapter: BackboneAdapter, prompt: PromptBatch, g0: float, gate: str = "attention",
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, padding: float = 0.0) -> Tensor:
     """-dL/dg at g = g0 for every visual token of every sample.
 
     Args:
@@ -34,10 +34,12 @@ def gate_saliency(adapter: BackboneAdapter, prompt: PromptBatch, g0: float, gate
         g0: the uniform gate value in (0, 1] the gradient is taken at.
         gate: ``"attention"`` or ``"noise"`` (module docstring).
         generator: the noise draw's generator (``"noise"`` only).
+        padding: the value of padding rows (``-inf`` keeps them out of a top-K).
 
     Returns:
         (B, N) fp32 saliency; each sample's own answer NLL (its mean over its answer tokens) is differentiated,
-        so a sample's row does not depend on the rest of the batch. Padding rows (beyond a sample's tokens) are 0.
+        so a sample's row does not depend on the rest of the batch. Padding rows (beyond a sample's tokens) are
+        ``padding``.
     """
     if not 0.0 < g0 <= 1.0:
         raise ValueError(f"g0 must be in (0, 1], got {g0}")
@@ -60,7 +62,7 @@ def gate_saliency(adapter: BackboneAdapter, prompt: PromptBatch, g0: float, gate
     inputs = adapter.splice(prompt, visual, vision, "original")
     loss = adapter.lm_loss(adapter.forward(inputs, biases=biases), per_sample=True).sum()
     (grad,) = torch.autograd.grad(loss, g)
-    return torch.where(vision.token_mask, -grad, 0.0)
+    return torch.where(vision.token_mask, -grad, padding)
 
 
 def auc(score: Tensor, positive: Tensor) -> float | None:

@@ -42,3 +42,16 @@ def test_auc_counts_pairs_and_ties():
     assert auc(torch.tensor([1.0, 2.0]), torch.tensor([False, False])) is None
     with pytest.raises(ValueError, match="g0"):
         gate_saliency(None, None, 0.0)
+
+
+def test_padding_rows_take_the_given_value_and_valid_rows_do_not_change(qwen, one_thread):
+    images = make_images(1, size=(96, 96)) + make_images(1, seed=1, size=(48, 48))  # variable token counts
+    prompt = qwen.prepare(images, ["What color is it?", "How many?"], ["red", "two"])
+    n = qwen.vision_features(prompt).num_tokens.tolist()
+    assert n[1] < n[0]
+    plain = gate_saliency(qwen, prompt, 0.5)
+    masked = gate_saliency(qwen, prompt, 0.5, padding=float("-inf"))
+    assert (plain[1, n[1]:] == 0).all() and (masked[1, n[1]:] == float("-inf")).all()
+    assert torch.isfinite(masked[0]).all() and torch.isfinite(masked[1, :n[1]]).all()
+    torch.testing.assert_close(masked[1, :n[1]], plain[1, :n[1]])
+    torch.testing.assert_close(masked[0], plain[0])
