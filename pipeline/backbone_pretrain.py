@@ -39,7 +39,7 @@ from stepprune.backbones.pretrain.curriculum import Curriculum
 from stepprune.backbones.pretrain.objectives import ClsHeads, PatchHeads
 from stepprune.backbones.pretrain.packing import QAPacker
 from stepprune.backbones.pretrain.spec import build_backbone, save_backbone
-from stepprune.backbones.pretrain.steps import language_step, vision_step
+from stepprune.backbones.pretrain.steps import StepOutput, language_step, vision_step
 from stepprune.data.synthvqa.config import SynthVQAConfig
 
 HF_DIR = "hf"  # the final checkpoint's save_pretrained folder
@@ -122,6 +122,38 @@ def validation(model, heads, processor, packer, cfg: PretrainJobConfig, stage: i
     return metrics
 
 
+def train_step(model, heads: dict[str, torch.nn.Module], processor, packer: QAPacker,
+               optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], cfg: PretrainJobConfig,
+               cur: Curriculum, stage: int, step: int, device: torch.device) -> tuple[StepOutput, float]:
+    """One optimizer step of ``stage`` at curriculum step ``step``: the stage's learning-rate schedule, a fresh
+    batch from the curriculum, the stage's forward pass (stage 2 with the decaying grounding weight), gradient
+    clipping and the update.
+
+    Returns:
+        The step's output (loss and metrics) and the gradient norm before clipping.
+    """
+    optim_cfg = cfg.stage1.optim if stage == 1 else cfg.stage2.optim
+    batch_size = cfg.stage1.batch_size if stage == 1 else cfg.stage2.batch_size
+    for g in optimizer.param_groups:
+        g["lr"] = optim_cfg.lr * lr_factor(optim_cfg, step, cur.total_steps)
+    batch = to_device(make_batch(cur.images(step, batch_size), processor,
+                                 packer if stage == 2 else None, families=cur.families_at(step)), device)
+    with autocast(cfg, device):
+        if stage == 1:
+            out = vision_step(model, heads["patch"], heads["cls"], batch, cls_weight=cfg.stage1.cls_weight)
+        else:
+            s2 = cfg.stage2
+            ground = s2.ground_weight * max(0.0, 1.0 - step / max(1, s2.ground_steps))
+            out = language_step(model, heads["patch"], batch, aux_weight=s2.aux_weight, ground_weight=ground,
+                                ground_layer=s2.ground_layer, loss_per=s2.loss_per,
+                                ground_referents=s2.ground_referents)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip)
+    optimizer.step()
+    return out, float(grad_norm)
+
+
 def _report(metrics: dict[str, float], tracker: Tracker, step: int, checkpoint_fn=None) -> None:
     tracker.log_metrics(metrics, step=step)
     if checkpoint_fn is None:
@@ -188,24 +220,8 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         window: dict[str, list[float]] = defaultdict(list)
         t_window, images_window = time.perf_counter(), 0
         for step in range(state["step"], cur.total_steps):
-            for g in optimizer.param_groups:
-                g["lr"] = optim_cfg.lr * lr_factor(optim_cfg, step, cur.total_steps)
-            batch = to_device(make_batch(cur.images(step, batch_size), processor,
-                                         packer if stage == 2 else None, families=cur.families_at(step)), device)
-            with autocast(cfg, device):
-                if stage == 1:
-                    out = vision_step(model, heads["patch"], heads["cls"], batch,
-                                      cls_weight=cfg.stage1.cls_weight)
-                else:
-                    s2 = cfg.stage2
-                    ground = s2.ground_weight * max(0.0, 1.0 - step / max(1, s2.ground_steps))
-                    out = language_step(model, heads["patch"], batch, aux_weight=s2.aux_weight,
-                                        ground_weight=ground, ground_layer=s2.ground_layer,
-                                        loss_per=s2.loss_per, ground_referents=s2.ground_referents)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip)
-            optimizer.step()
+            out, grad_norm = train_step(model, heads, processor, packer, optimizer, params, cfg, cur, stage, step,
+                                        device)
             for k, v in out.metrics.items():
                 window[k].append(v)
             window["grad_norm"].append(float(grad_norm))

@@ -152,7 +152,7 @@ def build_tokenizer(
 
 
 def llava_config(spec: Any, tok: Any, *, vision_feature_layer: int = -2, tie_word_embeddings: bool = False,
-                 max_position_embeddings: int = 2048):
+                 max_position_embeddings: int = 2048, text_overrides: dict[str, Any] | None = None):
     """The ``LlavaConfig`` of a LLaVA-1.5-shaped model (CLIP vision tower, LLaMA text model, one image of
     ``(image_size / patch_size)^2`` patch tokens, CLS dropped) sized by ``spec``.
 
@@ -160,6 +160,7 @@ def llava_config(spec: Any, tok: Any, *, vision_feature_layer: int = -2, tie_wor
         spec: any object with ``image_size``, ``patch_size``, ``vision_{hidden,intermediate,layers,heads}`` and
             ``text_{hidden,intermediate,layers,heads,kv_heads}`` (:class:`TinyLlavaSpec`, the pretraining spec).
         tok: the tokenizer (vocabulary size, special token ids, ``<image>``).
+        text_overrides: further ``LlamaConfig`` fields (e.g. ``rope_parameters``), over the defaults.
     """
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
@@ -184,6 +185,7 @@ def llava_config(spec: Any, tok: Any, *, vision_feature_layer: int = -2, tie_wor
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=tie_word_embeddings,
+        **(text_overrides or {}),
     )
     return LlavaConfig(
         vision_config=vision,

@@ -193,8 +193,12 @@ def init_local_vision(model, layers: int, scale: float = 1.0) -> None:
                         proj.bias[h * head_dim: (h + 1) * head_dim] = 0.0
 
 
-def build_backbone(spec: BackboneSpec, seed: int = 0, processor: Any = None):
+def build_backbone(spec: BackboneSpec, seed: int = 0, processor: Any = None,
+                   text_overrides: dict[str, Any] | None = None):
     """A randomly initialised SynthVQA LLaVA and its processor (deterministic in ``seed``).
+
+    ``text_overrides`` sets further ``LlamaConfig`` fields (e.g. ``{"rope_parameters": {"rope_theta": 1e6,
+    "rope_type": "default"}}``) for recipe probes (``jobs/bench_stage2_recipe.py``); the recipes leave it unset.
 
     Returns:
         ``(model, processor)``: a ``LlavaForConditionalGeneration`` in train mode and its ``LlavaProcessor``.
@@ -203,7 +207,8 @@ def build_backbone(spec: BackboneSpec, seed: int = 0, processor: Any = None):
 
     processor = processor if processor is not None else build_processor(spec, seed)
     tok = processor.tokenizer
-    config = llava_config(spec, tok, max_position_embeddings=spec.max_position_embeddings)
+    config = llava_config(spec, tok, max_position_embeddings=spec.max_position_embeddings,
+                          text_overrides=text_overrides)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlavaForConditionalGeneration(config)

@@ -1,0 +1,117 @@
+"""Where does the backbone look when it answers? Its answer slot's attention against SynthVQA's evidence patches.
+
+For held-out SynthVQA questions, the unpruned backbone answers greedily (scored by the official rules, as
+``jobs/evaluate_backbone.py`` scores them) and the last prompt token's head-mean attention over the visual tokens is
+read at every decoder layer (``stepprune/answer_attention.py``). Questions with evidence (an existence question
+answered "no" has none) give, per family:
+
+* the evidence mass per layer: the share of the answer slot's attention that lands on the question's evidence
+  patches; and, at ``--layer``, the share on other questions' evidence about the same image (distractors);
+* accuracy by that evidence mass at ``--layer`` (bins): where the answer is right whenever the mass is high and
+  wrong when it is low, the family is limited by finding the object (retrieval), not by reading it;
+* the evidence mass by the number of objects in the scene.
+
+This is what the backbone-pretraining recipe's grounding term (``stage2.ground_layer``) trains, measured on the
+evaluation path; it guides recipe work on issue 4's accuracy target.
+
+    python jobs/bench_backbone_grounding.py --items 960 --layer 1
+"""
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a fresh clone without installing
+
+from pipeline.cli import require_synthvqa, synthvqa_bench_parser  # noqa: E402
+
+MASS_BINS = (0.0, 0.2, 0.5, 0.8)
+OBJECT_BINS = (1, 6, 11, 16)
+
+
+def _bin(value: float, edges: tuple) -> int:
+    return max((i for i, e in enumerate(edges) if value >= e), default=0)
+
+
+def _label(edges: tuple, i: int, top: str) -> str:
+    return f"[{edges[i]:g},{edges[i + 1]:g})" if i + 1 < len(edges) else f"[{edges[i]:g},{top}]"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = synthvqa_bench_parser(__doc__.splitlines()[0], items=480)
+    parser.add_argument("--layer", type=int, default=1, help="decoder layer of the by-mass tables")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    require_synthvqa(parser, args.folder)
+    import torch
+
+    import stepprune
+    from stepprune.answer_attention import answer_slot_attention
+    from stepprune.benchmarks import synthvqa
+    from stepprune.evaluation import predict
+    from stepprune.methods.evidence_oracle import read_evidence
+
+    torch.set_num_threads(args.threads)
+    adapter = stepprune.load_backbone(args.backbone)
+    if not 0 <= args.layer < adapter.num_layers:
+        parser.exit(2, f"--layer must be in 0..{adapter.num_layers - 1}\n")
+    items = synthvqa.load(args.folder, limit=args.items)
+    image_evidence = read_evidence(Path(args.folder) / "questions.jsonl", scope="image")
+    preds = predict(stepprune.PrunedVLM(adapter, stepprune.build_method("vanilla")), items,
+                    batch_size=args.batch_size, max_new_tokens=16)
+    # per question with evidence: (family, right, mass per layer, distractor mass at --layer, objects)
+    rows: list[tuple[str, float, list[float], float, int]] = []
+    for start in range(0, len(items), args.batch_size):
+        chunk = items[start: start + args.batch_size]
+        att = answer_slot_attention(adapter, adapter.prepare([it.load_image() for it in chunk],
+                                                             [it.prompt for it in chunk]))  # (B, layers, N)
+        for b, it in enumerate(chunk):
+            own = sorted(set(it.meta["evidence"]))
+            if not own or it.meta["family"] == "describe":
+                continue
+            others = sorted(set(image_evidence.get(it.qid, [])) - set(own))
+            right = synthvqa.score_one(preds[start + b].answer, it)
+            mass = att[b][:, own].sum(dim=-1).tolist()
+            rows.append((it.meta["family"], right, mass, float(att[b, args.layer, others].sum()),
+                         int(it.meta["n_objects"])))
+    if not rows:
+        parser.exit(1, "no question with evidence among the items read\n")
+    layers = adapter.num_layers
+    print(f"{args.backbone}: {len(rows)} questions with evidence of {len(items)} read from {args.folder}")
+    print(f"\nevidence mass of the answer slot's attention per layer (distractors: other questions' evidence "
+          f"about the image, layer {args.layer})")
+    print(f"{'family':12s} {'n':>5s} {'acc %':>6s} " + " ".join(f"{'L' + str(i):>6s}" for i in range(layers))
+          + f" {'distr.':>7s}")
+    by_family: dict[str, list] = defaultdict(list)
+    for r in rows:
+        by_family[r[0]].append(r)
+    for fam in [*sorted(by_family), "all"]:
+        rs = rows if fam == "all" else by_family[fam]
+        acc = 100 * sum(r[1] for r in rs) / len(rs)
+        means = [sum(r[2][i] for r in rs) / len(rs) for i in range(layers)]
+        print(f"{fam:12s} {len(rs):5d} {acc:6.1f} " + " ".join(f"{m:6.3f}" for m in means)
+              + f" {sum(r[3] for r in rs) / len(rs):7.3f}")
+    print(f"\naccuracy % (questions) by the layer-{args.layer} evidence mass")
+    print(f"{'family':12s} " + " ".join(f"{_label(MASS_BINS, i, '1'):>14s}" for i in range(len(MASS_BINS))))
+    for fam in [*sorted(by_family), "all"]:
+        rs = rows if fam == "all" else by_family[fam]
+        cells = defaultdict(list)
+        for r in rs:
+            cells[_bin(r[2][args.layer], MASS_BINS)].append(r[1])
+        print(f"{fam:12s} " + " ".join(
+            f"{100 * sum(cells[i]) / len(cells[i]):7.1f} ({len(cells[i]):4d})" if cells[i] else f"{'-':>14s}"
+            for i in range(len(MASS_BINS))))
+    print(f"\nlayer-{args.layer} evidence mass (questions) by objects in the scene")
+    print(f"{'family':12s} " + " ".join(f"{_label(OBJECT_BINS, i, '..'):>14s}" for i in range(len(OBJECT_BINS))))
+    for fam in [*sorted(by_family), "all"]:
+        rs = rows if fam == "all" else by_family[fam]
+        cells = defaultdict(list)
+        for r in rs:
+            cells[_bin(r[4], OBJECT_BINS)].append(r[2][args.layer])
+        print(f"{fam:12s} " + " ".join(
+            f"{sum(cells[i]) / len(cells[i]):7.3f} ({len(cells[i]):4d})" if cells[i] else f"{'-':>14s}"
+            for i in range(len(OBJECT_BINS))))
+
+
+if __name__ == "__main__":
+    main()
