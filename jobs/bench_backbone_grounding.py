@@ -37,6 +37,20 @@ def _label(edges: tuple, i: int, top: str) -> str:
     return f"[{edges[i]:g},{edges[i + 1]:g})" if i + 1 < len(edges) else f"[{edges[i]:g},{top}]"
 
 
+def _binned_table(title: str, groups: dict[str, list], edges: tuple, top: str, key, value, fmt: str) -> None:
+    """Prints, per group (row), the mean of ``value(r)`` and the count of the rows r whose ``key(r)`` falls in
+    each bin of ``edges`` (columns)."""
+    print(f"\n{title}")
+    print(f"{'family':12s} " + " ".join(f"{_label(edges, i, top):>14s}" for i in range(len(edges))))
+    for name, rs in groups.items():
+        cells = defaultdict(list)
+        for r in rs:
+            cells[_bin(key(r), edges)].append(value(r))
+        print(f"{name:12s} " + " ".join(
+            f"{sum(cells[i]) / len(cells[i]):{fmt}} ({len(cells[i]):4d})" if cells[i] else f"{'-':>14s}"
+            for i in range(len(edges))))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = synthvqa_bench_parser(__doc__.splitlines()[0], items=480)
     parser.add_argument("--layer", type=int, default=1, help="decoder layer of the by-mass tables")
@@ -85,32 +99,16 @@ def main(argv: list[str] | None = None) -> None:
     by_family: dict[str, list] = defaultdict(list)
     for r in rows:
         by_family[r[0]].append(r)
-    for fam in [*sorted(by_family), "all"]:
-        rs = rows if fam == "all" else by_family[fam]
+    groups = {fam: rows if fam == "all" else by_family[fam] for fam in [*sorted(by_family), "all"]}
+    for fam, rs in groups.items():
         acc = 100 * sum(r[1] for r in rs) / len(rs)
         means = [sum(r[2][i] for r in rs) / len(rs) for i in range(layers)]
         print(f"{fam:12s} {len(rs):5d} {acc:6.1f} " + " ".join(f"{m:6.3f}" for m in means)
               + f" {sum(r[3] for r in rs) / len(rs):7.3f}")
-    print(f"\naccuracy % (questions) by the layer-{args.layer} evidence mass")
-    print(f"{'family':12s} " + " ".join(f"{_label(MASS_BINS, i, '1'):>14s}" for i in range(len(MASS_BINS))))
-    for fam in [*sorted(by_family), "all"]:
-        rs = rows if fam == "all" else by_family[fam]
-        cells = defaultdict(list)
-        for r in rs:
-            cells[_bin(r[2][args.layer], MASS_BINS)].append(r[1])
-        print(f"{fam:12s} " + " ".join(
-            f"{100 * sum(cells[i]) / len(cells[i]):7.1f} ({len(cells[i]):4d})" if cells[i] else f"{'-':>14s}"
-            for i in range(len(MASS_BINS))))
-    print(f"\nlayer-{args.layer} evidence mass (questions) by objects in the scene")
-    print(f"{'family':12s} " + " ".join(f"{_label(OBJECT_BINS, i, '..'):>14s}" for i in range(len(OBJECT_BINS))))
-    for fam in [*sorted(by_family), "all"]:
-        rs = rows if fam == "all" else by_family[fam]
-        cells = defaultdict(list)
-        for r in rs:
-            cells[_bin(r[4], OBJECT_BINS)].append(r[2][args.layer])
-        print(f"{fam:12s} " + " ".join(
-            f"{sum(cells[i]) / len(cells[i]):7.3f} ({len(cells[i]):4d})" if cells[i] else f"{'-':>14s}"
-            for i in range(len(OBJECT_BINS))))
+    _binned_table(f"accuracy % (questions) by the layer-{args.layer} evidence mass", groups, MASS_BINS, "1",
+                  lambda r: r[2][args.layer], lambda r: 100 * r[1], "7.1f")
+    _binned_table(f"layer-{args.layer} evidence mass (questions) by objects in the scene", groups, OBJECT_BINS, "..",
+                  lambda r: r[4], lambda r: r[2][args.layer], "7.3f")
 
 
 if __name__ == "__main__":
