@@ -41,16 +41,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save", default=None, help="save the probed backbone here (save_pretrained)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of --config, e.g. stage2.ground_layer=2")
     args = parser.parse_args(argv)
-    heads_file = Path(args.init) / "pretrain_heads.safetensors"
+    from pipeline.backbone_pretrain import HEADS_FILE, load_heads, stage_parameters, train_step, validation
+
+    heads_file = Path(args.init) / HEADS_FILE
     if not heads_file.is_file():
-        parser.exit(2, f"{args.init} has no pretrain_heads.safetensors: --init must be a backbone saved by "
+        parser.exit(2, f"{args.init} has no {HEADS_FILE}: --init must be a backbone saved by "
                        "jobs/pretrain_backbone.py\n")
     import numpy as np
     import torch
-    from safetensors.torch import load_file
     from transformers import LlavaForConditionalGeneration
 
-    from pipeline.backbone_pretrain import stage_parameters, train_step, validation
     from pipeline.config_loader import load
     from pipeline.pretrain_config import PretrainJobConfig
     from stepprune.backbones.pretrain.curriculum import Curriculum
@@ -69,14 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     model, processor = build_backbone(cfg.arch, cfg.seed, text_overrides=text)
     saved = LlavaForConditionalGeneration.from_pretrained(args.init).state_dict()
     vision = {k: v for k, v in saved.items() if ".vision_tower." in k or ".multi_modal_projector." in k}
-    missing = set(k for k in model.state_dict() if ".vision_tower." in k or ".multi_modal_projector." in k)
-    if set(vision) != missing:
+    expected = {k for k in model.state_dict() if ".vision_tower." in k or ".multi_modal_projector." in k}
+    if set(vision) != expected:
         parser.exit(2, f"{args.init}'s vision tower and projector do not match the recipe's arch\n")
     model.load_state_dict(vision, strict=False)
     heads = {"patch": PatchHeads(cfg.arch.text_hidden), "cls": ClsHeads(cfg.arch.vision_hidden)}
-    saved_heads = load_file(str(heads_file))
-    for name, head in heads.items():
-        head.load_state_dict({k[len(name) + 1:]: v for k, v in saved_heads.items() if k.startswith(name + ".")})
+    load_heads(heads_file, heads)
     model.train()
     device = torch.device("cpu")
     packer = QAPacker(processor, cfg.arch.num_patches)

@@ -46,6 +46,16 @@ HF_DIR = "hf"  # the final checkpoint's save_pretrained folder
 HEADS_FILE = "pretrain_heads.safetensors"
 
 
+def load_heads(file: str | Path, heads: dict[str, torch.nn.Module]) -> None:
+    """Loads the objective heads that the final checkpoint saves beside the model (:data:`HEADS_FILE`, keys
+    ``"{head}.{parameter}"``) into ``heads`` (strict per head)."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(file))
+    for name, head in heads.items():
+        head.load_state_dict({k[len(name) + 1:]: v for k, v in saved.items() if k.startswith(name + ".")})
+
+
 def lr_factor(optim: StageOptim, step: int, total: int) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine from 1 to ``min_lr_ratio`` at ``total``."""
     warm = min(1.0, (step + 1) / max(1, optim.warmup_steps))

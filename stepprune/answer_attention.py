@@ -19,8 +19,8 @@ from torch import Tensor
 
 from stepprune.backbones.base import BackboneAdapter
 from stepprune.backbones.hooks import PrefillDrop
-from stepprune.backbones.types import VISUAL, PromptBatch
-from stepprune.methods.in_llm import last_slot
+from stepprune.backbones.types import PromptBatch
+from stepprune.methods.in_llm import last_slot, visual_slots
 
 
 @torch.no_grad()
@@ -48,12 +48,12 @@ def answer_slot_attention(adapter: BackboneAdapter, prompt: PromptBatch) -> Tens
         st = pctx.state
         query = last_slot(st)
         for layer in range(layers):
-            rows = (pctx.current_attention_rows(query) if layer == hook_layer
-                    else pctx.attention_rows(layer, query))  # (B, H, 1, L)
+            if layer == hook_layer:
+                rows, st_l = pctx.current_attention_rows(query), st  # (B, H, 1, L)
+            else:
+                rows, st_l = pctx.attention_rows(layer, query), pctx.layer_input(layer)[1]
             row = rows.mean(dim=1)[:, 0]  # (B, L)
-            _, st_l = pctx.layer_input(layer) if layer != hook_layer else (None, st)
-            is_visual = (st_l.segment == VISUAL) & st_l.valid
-            b, slot = is_visual.nonzero(as_tuple=True)
+            b, slot = visual_slots(st_l).nonzero(as_tuple=True)
             out[b, layer, st_l.visual_index[b, slot]] = row[b, slot]
         return st.valid.clone()  # keep every slot: this hook only looks
 
