@@ -14,6 +14,7 @@ Arms compare at equal steps from the same ``--init``, seed and batches; the proj
     python jobs/bench_stage2_recipe.py --steps 500 --threads 1                              # the committed recipe
     python jobs/bench_stage2_recipe.py --steps 500 --threads 1 stage2.ground_layer=2
     python jobs/bench_stage2_recipe.py --steps 500 --threads 1 --rope-theta 1e6
+    python jobs/bench_stage2_recipe.py --steps 500 --threads 1 stage2.init_words=true stage2.init_qk=mimetic
 """
 
 import argparse
@@ -34,14 +35,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=str(REPO / "jobs" / "configs" / "pretrain_backbone.yaml"))
     parser.add_argument("--init", default=str(COMMITTED_BACKBONE),
                         help="saved backbone whose vision tower, projector and per-patch heads start the probe")
-    parser.add_argument("--steps", type=int, default=500, help="stage-2 steps (the recipe's phases scaled to it)")
+    parser.add_argument("--steps", type=int, default=500,
+                        help="stage-2 steps (the recipe's phases scaled to it); 0: only the validation")
+    parser.add_argument("--keep-llm", action="store_true",
+                        help="start from --init's language model too (continue it) instead of a fresh one")
     parser.add_argument("--val-every", type=int, default=200)
     parser.add_argument("--rope-theta", type=float, default=None, help="the LLM's RoPE base (default: the recipe's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", default=None, help="save the probed backbone here (save_pretrained)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of --config, e.g. stage2.ground_layer=2")
     args = parser.parse_args(argv)
-    from pipeline.backbone_pretrain import HEADS_FILE, load_heads, stage_parameters, train_step, validation
+    from pipeline.backbone_pretrain import (HEADS_FILE, load_heads, stage_parameters, start_language_stage, train_step,
+                                           validation)
 
     heads_file = Path(args.init) / HEADS_FILE
     if not heads_file.is_file():
@@ -62,29 +67,50 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load(PretrainJobConfig, args.config, args.overrides)
     s2 = cfg.stage2
     scale = args.steps / sum(p.steps for p in s2.phases)
-    phases = [dataclasses.replace(p, steps=max(1, round(p.steps * scale))) for p in s2.phases]
+    phases = [dataclasses.replace(p, steps=max(1, round(p.steps * scale))) for p in s2.phases] if args.steps else []
     cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(
         s2, phases=phases, ground_steps=round(s2.ground_steps * scale)))
     text = {"rope_parameters": {"rope_theta": args.rope_theta, "rope_type": "default"}} if args.rope_theta else None
     model, processor = build_backbone(cfg.arch, cfg.seed, text_overrides=text)
     saved = LlavaForConditionalGeneration.from_pretrained(args.init).state_dict()
-    vision = {k: v for k, v in saved.items() if ".vision_tower." in k or ".multi_modal_projector." in k}
-    expected = {k for k in model.state_dict() if ".vision_tower." in k or ".multi_modal_projector." in k}
-    if set(vision) != expected:
-        parser.exit(2, f"{args.init}'s vision tower and projector do not match the recipe's arch\n")
-    model.load_state_dict(vision, strict=False)
+    if args.keep_llm:
+        if set(saved) != set(model.state_dict()) or any(v.shape != model.state_dict()[k].shape
+                                                        for k, v in saved.items()):
+            parser.exit(2, f"{args.init} does not match the recipe's arch\n")
+        model.load_state_dict(saved)
+    else:
+        vision = {k: v for k, v in saved.items() if ".vision_tower." in k or ".multi_modal_projector." in k}
+        expected = {k for k in model.state_dict() if ".vision_tower." in k or ".multi_modal_projector." in k}
+        if set(vision) != expected:
+            parser.exit(2, f"{args.init}'s vision tower and projector do not match the recipe's arch\n")
+        model.load_state_dict(vision, strict=False)
     heads = {"patch": PatchHeads(cfg.arch.text_hidden), "cls": ClsHeads(cfg.arch.vision_hidden)}
     load_heads(heads_file, heads)
+    if not args.keep_llm:
+        start_language_stage(model, heads, processor, cfg)
     model.train()
     device = torch.device("cpu")
     packer = QAPacker(processor, cfg.arch.num_patches)
+
+    def validate(step: int) -> None:
+        val = validation(model, heads, processor, packer, cfg, 2, device)
+        shown = {k.removeprefix("val.exact."): round(100 * v, 1) for k, v in val.items() if k.startswith("val.exact.")}
+        shown.update({k.removeprefix("val."): round(val[k], 3) for k in ("val.evidence_mass", "val.query_mass")})
+        print(f"[probe] val step {step} {json.dumps(shown)}", flush=True)
+
+    if not phases:  # --steps 0: where the --init model stands
+        print(f"[probe] {args.init}, no training", flush=True)
+        validate(0)
+        return
     cur = Curriculum(phases, 2, seed=cfg.data.seed, questions_per_image=cfg.data.questions_per_image)
     params = stage_parameters(model, heads, 2, cfg)
     o = s2.optim
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     print(f"[probe] {args.config} {' '.join(args.overrides)} rope_theta="
           f"{model.config.text_config.rope_parameters['rope_theta']:g}: stage 2 in {cur.total_steps} steps "
-          f"({[p.steps for p in phases]}), grounding over {cfg.stage2.ground_steps}, from {args.init}", flush=True)
+          f"({[p.steps for p in phases]}), grounding over {cfg.stage2.ground_steps}, from {args.init}"
+          f"{' (its language model too)' if args.keep_llm else ''}", flush=True)
+
     t0, window = time.perf_counter(), defaultdict(list)
     for step in range(cur.total_steps):
         out, grad_norm = train_step(model, heads, processor, packer, optimizer, params, cfg, cur, 2, step, device)
@@ -96,10 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[probe] step {step + 1} {(time.perf_counter() - t0) / 60:.1f} min {json.dumps(shown)}", flush=True)
             window = defaultdict(list)
         if (step + 1) % args.val_every == 0 or last:
-            val = validation(model, heads, processor, packer, cfg, 2, device)
-            exact = {k.removeprefix("val.exact."): round(100 * v, 1) for k, v in val.items()
-                     if k.startswith("val.exact.")}
-            print(f"[probe] val step {step + 1} {json.dumps(exact)}", flush=True)
+            validate(step + 1)
     if args.save:
         model.eval()
         model.save_pretrained(args.save)

@@ -36,6 +36,7 @@ from pipeline.pretrain_state import load_optimizer, load_weights, save_state
 from pipeline.tracking import MlflowTracker, NullTracker, Tracker
 from stepprune.backbones.pretrain.batches import make_batch, to_device
 from stepprune.backbones.pretrain.curriculum import Curriculum
+from stepprune.backbones.pretrain.language_init import align_word_embeddings, mimetic_qk
 from stepprune.backbones.pretrain.objectives import ClsHeads, PatchHeads
 from stepprune.backbones.pretrain.packing import QAPacker
 from stepprune.backbones.pretrain.spec import build_backbone, save_backbone
@@ -44,6 +45,9 @@ from stepprune.data.synthvqa.config import SynthVQAConfig
 
 HF_DIR = "hf"  # the final checkpoint's save_pretrained folder
 HEADS_FILE = "pretrain_heads.safetensors"
+# The monitor asks a fixed number of questions per val image whatever data.questions_per_image trains with, so
+# recipes that pack more questions per image are compared on the same questions.
+VAL_QUESTIONS_PER_IMAGE = 8
 
 
 def load_heads(file: str | Path, heads: dict[str, torch.nn.Module]) -> None:
@@ -54,6 +58,15 @@ def load_heads(file: str | Path, heads: dict[str, torch.nn.Module]) -> None:
     saved = load_file(str(file))
     for name, head in heads.items():
         head.load_state_dict({k[len(name) + 1:]: v for k, v in saved.items() if k.startswith(name + ".")})
+
+
+def start_language_stage(model, heads: dict[str, torch.nn.Module], processor, cfg: PretrainJobConfig) -> None:
+    """The language stage's starting point, applied once before its first step (not on a resume within it):
+    ``stage2.init_words`` and ``stage2.init_qk`` (:mod:`stepprune.backbones.pretrain.language_init`)."""
+    if cfg.stage2.init_words:
+        align_word_embeddings(model, processor.tokenizer, heads["patch"])
+    if cfg.stage2.init_qk == "mimetic":
+        mimetic_qk(model)
 
 
 def lr_factor(optim: StageOptim, step: int, total: int) -> float:
@@ -101,10 +114,12 @@ def validation(model, heads, processor, packer, cfg: PretrainJobConfig, stage: i
     """Teacher-forced monitor on fixed val-split images (full 1-20-shape distribution).
 
     Stage 1: the per-patch and CLS accuracies. Stage 2: the share of questions whose every answer token is the
-    argmax, per family and overall (close to, but not, the greedy-generation accuracy the card reports).
+    argmax, per family and overall (close to, but not, the greedy-generation accuracy the card reports), and
+    where the answer slot looks: ``evidence_mass`` (``stage2.ground_layer``, on the evidence) and ``query_mass``
+    (layer 0, on the words the question names its object by).
     """
     n = cfg.loop.val_images
-    gen = SynthVQAConfig(seed=cfg.data.seed, questions_per_image=cfg.data.questions_per_image)
+    gen = SynthVQAConfig(seed=cfg.data.seed, questions_per_image=VAL_QUESTIONS_PER_IMAGE)
     bs = cfg.stage1.batch_size if stage == 1 else cfg.stage2.batch_size
     sums: dict[str, list[float]] = defaultdict(list)
     answers: list[tuple[str, bool]] = []
@@ -117,7 +132,8 @@ def validation(model, heads, processor, packer, cfg: PretrainJobConfig, stage: i
                 if stage == 1:
                     out = vision_step(model, heads["patch"], heads["cls"], batch)
                 else:
-                    out = language_step(model, None, batch, with_answers=True)
+                    out = language_step(model, None, batch, with_answers=True, measure_attention=True,
+                                        ground_layer=cfg.stage2.ground_layer, query_heads=cfg.stage2.query_heads)
             answers.extend(out.answers)  # empty in stage 1
             for k, v in out.metrics.items():
                 sums[k].append(v)
@@ -153,10 +169,12 @@ def train_step(model, heads: dict[str, torch.nn.Module], processor, packer: QAPa
             out = vision_step(model, heads["patch"], heads["cls"], batch, cls_weight=cfg.stage1.cls_weight)
         else:
             s2 = cfg.stage2
-            ground = s2.ground_weight * max(0.0, 1.0 - step / max(1, s2.ground_steps))
+            decay = max(0.0, 1.0 - step / max(1, s2.ground_steps))
+            ground = s2.ground_weight * decay
             out = language_step(model, heads["patch"], batch, aux_weight=s2.aux_weight, ground_weight=ground,
                                 ground_layer=s2.ground_layer, loss_per=s2.loss_per,
-                                ground_referents=s2.ground_referents)
+                                ground_referents=s2.ground_referents, ground_per_head=s2.ground_per_head,
+                                query_weight=s2.query_weight * decay, query_heads=s2.query_heads)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip)
@@ -227,6 +245,8 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         if resume_dir is not None and state["stage"] == stage and state["step"] > 0:
             load_optimizer(resume_dir, optimizer)
         state.update(stage=stage, step=state["step"] if state["stage"] == stage else 0)
+        if stage == 2 and state["step"] == 0:
+            start_language_stage(model, heads, processor, cfg)
         window: dict[str, list[float]] = defaultdict(list)
         t_window, images_window = time.perf_counter(), 0
         for step in range(state["step"], cur.total_steps):

@@ -62,10 +62,21 @@ class LanguageStageConfig:
         ground_referents: question families whose grounding is per referent (head ``h`` of ``ground_layer`` on
             the question's ``h``-th referent) instead of the head average on the union of the evidence; for
             two-referent comparisons (``relation``, ``mc_mmbench`` spatial questions). Empty: the union term only.
+        ground_per_head: ground every head of ``ground_layer`` on the evidence (mean of per-head ``-log`` masses)
+            instead of the head average (``-log`` of the mean mass, which one head can satisfy alone).
+        query_weight: initial weight of the query term (decaying with the grounding term's schedule): layer 0's
+            answer slot told to read the words its question names the object by
+            (:func:`stepprune.backbones.pretrain.steps.query_grounding_loss`); 0 = off.
+        query_heads: the leading heads of layer 0 the query term supervises (0 = all).
         loss_per: how the next-token loss is averaged: ``token`` (over all answer tokens of the batch) or
             ``question`` (within each packed question, then over questions). Why the choice: with ``token`` the
             rare long descriptions (about 2.5 % of the questions) carry 44-57 % of the answer tokens, so about
             half the gradient goes to the one family the overall score leaves out.
+        init_words: at the start of the stage, point the LLM's input and output embeddings of every colour, shape,
+            size and word name along the direction stage 1's per-patch head reads that class from
+            (:func:`stepprune.backbones.pretrain.language_init.align_word_embeddings`).
+        init_qk: ``random`` (the init's), or ``mimetic``: every key projection starts equal to its query
+            projection (:func:`stepprune.backbones.pretrain.language_init.mimetic_qk`).
     """
 
     phases: list[Phase] = dataclasses.field(
@@ -77,7 +88,12 @@ class LanguageStageConfig:
     ground_steps: int = 300
     ground_layer: int = 1
     ground_referents: list[str] = dataclasses.field(default_factory=list)
+    ground_per_head: bool = False
+    query_weight: float = 0.0
+    query_heads: int = 0
     loss_per: LossPer = "token"
+    init_words: bool = False
+    init_qk: Literal["random", "mimetic"] = "random"
     optim: StageOptim = dataclasses.field(default_factory=StageOptim)
 
 
@@ -184,6 +200,8 @@ class PretrainJobConfig:
         if not 0 <= self.stage2.ground_layer < self.arch.text_layers:
             raise ValueError(f"stage2.ground_layer must be a decoder layer (0..{self.arch.text_layers - 1})")
         check_families(self.stage2.ground_referents, "stage2.ground_referents")
+        if not 0 <= self.stage2.query_heads <= self.arch.text_heads:
+            raise ValueError(f"stage2.query_heads must be in 0..{self.arch.text_heads} (0 = all heads)")
         if self.stage1.batch_size < 1 or self.stage2.batch_size < 1:
             raise ValueError("stage batch sizes must be >= 1")
         if sum(p.steps for p in self.stage1.phases) + sum(p.steps for p in self.stage2.phases) < 1:

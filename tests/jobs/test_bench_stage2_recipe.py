@@ -36,3 +36,26 @@ def test_refuses_an_init_without_pretraining_heads(tmp_path):
     with pytest.raises(SystemExit) as e:
         bench_stage2_recipe.main(["--init", str(tmp_path)])
     assert e.value.code == 2
+
+
+def test_steps_0_with_keep_llm_measures_the_init_as_it_is(capsys, one_thread):
+    import bench_stage2_recipe
+
+    bench_stage2_recipe.main(["--steps", "0", "--keep-llm", "--threads", "1", "loop.val_images=2",
+                              "stage2.batch_size=2"])
+    out = capsys.readouterr().out
+    assert "no training" in out and "[probe] step" not in out
+    val = re.search(r"\[probe\] val step 0 (\{.*\})", out)
+    assert val, out
+    import json
+
+    shown = json.loads(val.group(1))
+    assert 0 <= shown["overall"] <= 100 and 0 < shown["evidence_mass"] < 1 and 0 < shown["query_mass"] < 1
+
+
+def test_keep_llm_refuses_another_arch(capsys):
+    import bench_stage2_recipe
+
+    with pytest.raises(SystemExit) as e:
+        bench_stage2_recipe.main(["--steps", "0", "--keep-llm", "arch.text_layers=2"])
+    assert e.value.code == 2

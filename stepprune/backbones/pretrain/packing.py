@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from stepprune.backbones.preprocess import IMAGE_MARKER
+from stepprune.backbones.pretrain.words import named_word_ids
 
 PAD_SEGMENT = -1
 
@@ -41,6 +42,9 @@ class PackedQA:
         evidence: per segment, the question's evidence patches (indices into the 576 visual tokens).
         referent_evidence: per segment, each referent's own evidence patches, in the order the question names
             its referents (relation: the shape asked about, then the one it is compared with).
+        query_words: (L,) True where a question's first line names a colour, shape, size or rendered word
+            (:func:`~.words.named_word_ids`): what the question asks about, as opposed to its options, its
+            OCR hint lines and the answer instruction.
     """
 
     input_ids: np.ndarray
@@ -50,6 +54,7 @@ class PackedQA:
     families: list[str]
     evidence: list[list[int]] = dataclasses.field(default_factory=list)
     referent_evidence: list[list[list[int]]] = dataclasses.field(default_factory=list)
+    query_words: np.ndarray | None = None
 
 
 class QAPacker:
@@ -72,6 +77,23 @@ class QAPacker:
         self.prefix = np.asarray(self.tokenizer(expanded, add_special_tokens=True)["input_ids"], dtype=np.int64)
         if int((self.prefix == self.image_token_id).sum()) != num_image_tokens:
             raise ValueError("the templated prefix does not hold the expected number of image tokens")
+        self.named_ids = named_word_ids(self.tokenizer)
+        # every token whose text holds a line break ("\n", "?\n", ...): where the question's first line ends
+        self.newline_ids = frozenset(i for tok, i in self.tokenizer.get_vocab().items()
+                                     if "\n" in self.tokenizer.convert_tokens_to_string([tok]))
+
+    def query_words(self, prompt_ids: list[int]) -> np.ndarray:
+        """(len(prompt_ids),) bool: the named words of the prompt's first non-empty line (the question)."""
+        out = np.zeros(len(prompt_ids), dtype=bool)
+        started = False
+        for i, t in enumerate(prompt_ids):
+            if t in self.newline_ids:
+                if started:
+                    break
+                continue
+            started = True
+            out[i] = t in self.named_ids
+        return out
 
     def _template(self, prompt: str, answer: str | None) -> str:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
@@ -93,20 +115,23 @@ class QAPacker:
         docstring)."""
         P = len(self.prefix)
         ids, labels, pos, seg = [self.prefix], [np.full(P, -100)], [np.arange(P)], [np.zeros(P, dtype=np.int64)]
+        words = [np.zeros(P, dtype=bool)]
         for k, (prompt, answer, *_) in enumerate(qas):
             q, a = self.segment_ids(prompt, answer)
             n = len(q) + len(a)
+            words.append(np.concatenate([self.query_words(q), np.zeros(len(a), dtype=bool)]))
             ids.append(np.asarray(q + a, dtype=np.int64))
             labels.append(np.asarray([-100] * len(q) + a, dtype=np.int64))
             pos.append(P + np.arange(n))
             seg.append(np.full(n, k + 1, dtype=np.int64))
         return PackedQA(np.concatenate(ids), np.concatenate(labels), np.concatenate(pos).astype(np.int64),
                         np.concatenate(seg), [q[2] for q in qas], [list(q[3]) if len(q) > 3 else [] for q in qas],
-                        [[list(r) for r in q[4]] if len(q) > 4 else [] for q in qas])
+                        [[list(r) for r in q[4]] if len(q) > 4 else [] for q in qas], np.concatenate(words))
 
 
 def collate_packed(rows: Sequence[PackedQA], pad_token_id: int) -> dict[str, Tensor]:
-    """Right-pads packed rows into (B, L) ``input_ids``, ``labels``, ``positions`` and ``segment`` (-1 = pad)."""
+    """Right-pads packed rows into (B, L) ``input_ids``, ``labels``, ``positions``, ``segment`` (-1 = pad) and
+    ``query_words`` (bool)."""
     L = max(len(r.input_ids) for r in rows)
     B = len(rows)
     out = {
@@ -114,6 +139,7 @@ def collate_packed(rows: Sequence[PackedQA], pad_token_id: int) -> dict[str, Ten
         "labels": torch.full((B, L), -100, dtype=torch.long),
         "positions": torch.zeros((B, L), dtype=torch.long),
         "segment": torch.full((B, L), PAD_SEGMENT, dtype=torch.long),
+        "query_words": torch.zeros((B, L), dtype=torch.bool),
     }
     for b, r in enumerate(rows):
         n = len(r.input_ids)
@@ -121,6 +147,8 @@ def collate_packed(rows: Sequence[PackedQA], pad_token_id: int) -> dict[str, Ten
         out["labels"][b, :n] = torch.from_numpy(r.labels)
         out["positions"][b, :n] = torch.from_numpy(r.positions)
         out["segment"][b, :n] = torch.from_numpy(r.segment)
+        if r.query_words is not None:
+            out["query_words"][b, :n] = torch.from_numpy(r.query_words)
     return out
 
 

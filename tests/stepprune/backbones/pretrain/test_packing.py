@@ -80,3 +80,26 @@ def test_batch_families_pack_only_those_questions_of_the_same_images(tiny_pretra
     answers = yes_no["text"]["labels"][yes_no["text"]["labels"] != -100]
     yes_no_ids = {processor.tokenizer.convert_tokens_to_ids(t) for t in processor.tokenizer.tokenize(" yes no")}
     assert set(answers.tolist()) <= yes_no_ids | {processor.tokenizer.eos_token_id}
+
+
+def test_query_words_are_the_names_on_the_question_line(tiny_pretrain):
+    _, processor = tiny_pretrain
+    packer = QAPacker(processor, 576)
+    tok = processor.tokenizer
+    prompts = {
+        "Is the small blue circle above or below the medium star?\nAnswer the question using a single word.":
+            ["small", "blue", "circle", "medium", "star"],
+        "What word is written in red?\nReference OCR token: gift, lamp\nAnswer with one word.": ["red"],
+        "Where is the large yellow diamond?\nA. top left\nB. the red star\nAnswer with the option's letter.":
+            ["large", "yellow", "diamond"],
+        "How many objects are there?\nAnswer the question using a single word or phrase.": [],
+    }
+    packed = packer.pack([(p, "red", "attribute") for p in prompts])
+    for k, names in enumerate(prompts.values()):
+        seg = packed.segment == k + 1
+        marked = tok.convert_ids_to_tokens(packed.input_ids[seg & packed.query_words].tolist())
+        assert [t.lstrip("Ġ") for t in marked] == names  # the answer "red" is never marked
+    assert not packed.query_words[packed.segment == 0].any()
+    batch = collate_packed([packed, packer.pack([("What size is the red star?", "large", "attribute")])], 0)
+    assert batch["query_words"].dtype == torch.bool
+    assert int(batch["query_words"][1].sum()) == 2 and not batch["query_words"][1, len(packed.input_ids):].any()

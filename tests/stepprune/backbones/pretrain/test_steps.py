@@ -124,14 +124,73 @@ def test_referent_grounding_puts_each_referent_on_its_own_head(tiny_pretrain):
     assert not torch.isclose(per_ref, union)
 
 
-def test_language_step_referent_grounding_trains_the_layer():
+def _step_trains_attention(family: str, layer: int, **terms) -> dict[str, float]:
+    """One language step of a fresh tiny model on ``family`` questions with the given attention terms: the terms
+    add to the loss and train the layer's queries and keys. Returns the step's metrics."""
     model, processor = build_backbone(TINY, seed=1)
     model.model.vision_tower.requires_grad_(False)
     packer = QAPacker(processor, TINY.num_patches)
-    phase = Phase(1, 2, 3, family_weights={"relation": 1.0})
+    phase = Phase(1, 2, 3, family_weights={family: 1.0})
     batch = make_batch(Curriculum([phase], stage=2, questions_per_image=2).images(0, 2), processor, packer)
-    out = language_step(model, None, batch, ground_weight=1.0, ground_layer=1, ground_referents=["relation"])
+    out = language_step(model, None, batch, **terms)
     out.loss.backward()
-    assert out.metrics["loss"] > out.metrics["lm_loss"] and 0 < out.metrics["evidence_mass"] < 1
-    attn = model.model.language_model.layers[1].self_attn
+    assert out.metrics["loss"] > out.metrics["lm_loss"]
+    attn = model.model.language_model.layers[layer].self_attn
     assert attn.q_proj.weight.grad.abs().sum() > 0 and attn.k_proj.weight.grad.abs().sum() > 0
+    return out.metrics
+
+
+def test_language_step_referent_grounding_trains_the_layer():
+    metrics = _step_trains_attention("relation", 1, ground_weight=1.0, ground_layer=1, ground_referents=["relation"])
+    assert 0 < metrics["evidence_mass"] < 1
+
+
+def test_per_head_grounding_grounds_every_head(tiny_pretrain):
+    from stepprune.backbones.pretrain.steps import answer_attention, grounding_loss, packed_forward
+
+    model, processor = tiny_pretrain
+    packer = QAPacker(processor, TINY.num_patches)
+    phase = Phase(1, 2, 4, family_weights={"attribute": 1.0, "counting": 1.0})
+    batch = make_batch(Curriculum([phase], stage=2, questions_per_image=4).images(0, 3), processor, packer)
+    with torch.no_grad():
+        _, _, inner = packed_forward(model, batch, layer_input=1)
+        heads, where = answer_attention(model, inner, batch, layer=1, per_head=True)
+        mean_loss, mean_mass = grounding_loss(model, inner, batch, layer=1)
+        each_loss, each_mass = grounding_loss(model, inner, batch, layer=1, per_head=True)
+    expected = [-torch.log(row[:, batch["evidence"][b][seg - 1]].sum(dim=-1) + 1e-6).mean()
+                for row, (b, seg) in zip(heads, where) if batch["evidence"][b][seg - 1]]
+    torch.testing.assert_close(each_loss, torch.stack(expected).mean())
+    # -log is convex: the mean of per-head -log masses is at least -log of the mean mass, strictly unless the
+    # heads agree; the reported mass is the head mean either way
+    assert each_loss > mean_loss and abs(each_mass - mean_mass) < 1e-6
+
+
+def test_query_grounding_reads_the_answer_slot_on_the_named_words(tiny_pretrain):
+    from stepprune.backbones.pretrain.steps import _answer_rows, packed_forward, query_grounding_loss
+
+    model, processor = tiny_pretrain
+    packer = QAPacker(processor, TINY.num_patches)
+    phase = Phase(1, 2, 4, family_weights={"attribute": 1.0, "counting": 1.0, "existence": 1.0})
+    batch = make_batch(Curriculum([phase], stage=2, questions_per_image=4).images(0, 3), processor, packer)
+    batch["text"]["query_words"][0][batch["text"]["segment"][0] == 1] = False  # a question that names nothing
+    with torch.no_grad():
+        _, _, embeds = packed_forward(model, batch, layer_input=0)
+        rows, where, slots = _answer_rows(model, embeds, batch, 0)
+        loss_all, mass_all = query_grounding_loss(model, embeds, batch, 0)
+        loss_one, _ = query_grounding_loss(model, embeds, batch, 0, heads=1)
+    words, segment = batch["text"]["query_words"], batch["text"]["segment"]
+    expected, named = [], 0
+    for a, (b, starts) in zip(rows, slots):
+        for i, slot in enumerate(starts):
+            cols = words[b] & (segment[b] == segment[b, slot])
+            named += bool(cols.any())
+            if cols.any():
+                expected.append(-torch.log(a[i][:, cols].sum(-1).mean() + 1e-6))
+    assert 0 < named < len(where)  # the question that names nothing is left out
+    torch.testing.assert_close(loss_all, torch.stack(expected).mean())
+    assert 0 < mass_all < 1 and not torch.isclose(loss_one, loss_all)
+
+
+def test_language_step_query_term_trains_layer_zero():
+    metrics = _step_trains_attention("attribute", 0, query_weight=1.0)
+    assert 0 < metrics["query_mass"] < 1 and "evidence_mass" not in metrics
