@@ -16,7 +16,9 @@ slot finds objects, not the one the question names. Two cheap starting points ac
   there speeds up small-data training). With the aligned embeddings, "attend to what the question says" is then
   the starting behaviour rather than something to find.
 
-Both only change a starting point; every weight stays trainable.
+Both only change a starting point; every weight stays trainable. Measured on the stage-2 probe
+(``jobs/bench_stage2_recipe.py``, ``docs/results/backbone_grounding.md``): neither helps (36.7 and 34.5 % at 200
+steps against the recipe's 38.2), so both are off (``stage2.init_words``, ``stage2.init_qk``) in the committed recipe.
 """
 
 from __future__ import annotations
