@@ -73,14 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     text = {"rope_parameters": {"rope_theta": args.rope_theta, "rope_type": "default"}} if args.rope_theta else None
     model, processor = build_backbone(cfg.arch, cfg.seed, text_overrides=text)
     saved = LlavaForConditionalGeneration.from_pretrained(args.init).state_dict()
+    current = model.state_dict()
     if args.keep_llm:
-        if set(saved) != set(model.state_dict()) or any(v.shape != model.state_dict()[k].shape
-                                                        for k, v in saved.items()):
+        if set(saved) != set(current) or any(v.shape != current[k].shape for k, v in saved.items()):
             parser.exit(2, f"{args.init} does not match the recipe's arch\n")
         model.load_state_dict(saved)
     else:
         vision = {k: v for k, v in saved.items() if ".vision_tower." in k or ".multi_modal_projector." in k}
-        expected = {k for k in model.state_dict() if ".vision_tower." in k or ".multi_modal_projector." in k}
+        expected = {k for k in current if ".vision_tower." in k or ".multi_modal_projector." in k}
         if set(vision) != expected:
             parser.exit(2, f"{args.init}'s vision tower and projector do not match the recipe's arch\n")
         model.load_state_dict(vision, strict=False)

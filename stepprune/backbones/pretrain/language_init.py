@@ -41,14 +41,11 @@ def class_directions(heads: PatchHeads) -> dict[str, torch.Tensor]:
         {name: (D,) unit vector} for every name of :data:`~.words.NAMED_CLASSES`.
     """
     weight = heads.proj.weight.detach().float() * heads.norm.weight.detach().float()[None]
-    offsets, start = {}, 0
-    for name, size in zip(heads.names, heads.sizes):
-        offsets[name] = start
-        start += size
+    # the class rows lead the projection in heads.names order, as PatchHeads.forward splits them
+    blocks = dict(zip(heads.names, torch.split(weight[:sum(heads.sizes)], heads.sizes)))
     out = {}
     for kind, names in NAMED_CLASSES.items():
-        for i, name in enumerate(names):
-            d = weight[offsets[kind] + i]
+        for name, d in zip(names, blocks[kind]):
             d = d - d.mean()
             out[name] = d / d.norm().clamp_min(1e-12)
     return out

@@ -107,7 +107,7 @@ def _rotate_half(x: Tensor) -> Tensor:
 
 
 def _answer_rows(model, layer_input: Tensor, batch: dict, layer: int
-                 ) -> tuple[list[Tensor], list[tuple[int, int]], list[tuple[int, Tensor]]]:
+                 ) -> tuple[list[Tensor], list[tuple[int, Tensor]]]:
     """Every question's answer-predicting slot's per-head attention over the whole packed sequence, in one layer.
 
     Recomputed from the layer's input with its own norm, projections and rotary embedding, so the model keeps
@@ -115,8 +115,8 @@ def _answer_rows(model, layer_input: Tensor, batch: dict, layer: int
     the answer's first).
 
     Returns:
-        Per image with questions, (Q_b, H, L) attention rows; the ``(image, segment)`` of each row, in order; per
-        image with questions, the image's index and the (Q_b,) slots of its rows.
+        Per image with questions, (Q_b, H, L) attention rows, and that image's index with the (Q_b,) slots of
+        its rows.
     """
     lm = model.model.language_model
     block = lm.layers[layer]
@@ -131,7 +131,7 @@ def _answer_rows(model, layer_input: Tensor, batch: dict, layer: int
     k = k * cos[:, :, None] + _rotate_half(k) * sin[:, :, None]
     k = k.repeat_interleave(groups, dim=2)  # (B, L, H, d)
     mask = segment_mask(segment)[:, 0]  # (B, L, L)
-    rows, where, slots = [], [], []
+    rows, slots = [], []
     for b in range(B):
         starts = ((labels[b, 1:] != -100) & (labels[b, :-1] == -100)).nonzero().flatten()  # slot before answers
         if starts.numel() == 0:
@@ -141,9 +141,8 @@ def _answer_rows(model, layer_input: Tensor, batch: dict, layer: int
         logits = torch.einsum("qhd,lhd->qhl", q, k[b]) * attn.scaling
         logits = logits.masked_fill(~mask[b, starts][:, None], float("-inf"))
         rows.append(logits.float().softmax(dim=-1))  # (Q_b, H, L)
-        where += [(b, int(segment[b, i])) for i in starts]
         slots.append((b, starts))
-    return rows, where, slots
+    return rows, slots
 
 
 def answer_attention(model, layer_input: Tensor, batch: dict, layer: int, per_head: bool = False
@@ -155,7 +154,9 @@ def answer_attention(model, layer_input: Tensor, batch: dict, layer: int, per_he
         (Q, N) attention on the N visual tokens ((Q, H, N) with ``per_head``; rows need not sum to 1: the rest
         went to text), and the ``(image, segment)`` of each row.
     """
-    rows, where, slots = _answer_rows(model, layer_input, batch, layer)
+    rows, slots = _answer_rows(model, layer_input, batch, layer)
+    segment = batch["text"]["segment"]
+    where = [(b, int(segment[b, i])) for b, starts in slots for i in starts]
     if not rows:
         heads = model.model.language_model.layers[layer].self_attn.config.num_attention_heads
         return layer_input.new_zeros((0, heads, 0) if per_head else (0, 0)), where
@@ -181,7 +182,7 @@ def query_grounding_loss(model, layer_input: Tensor, batch: dict, layer: int = 0
     Returns:
         The loss over questions that name something, and their mean named-word mass (nan when none does).
     """
-    rows, _, slots = _answer_rows(model, layer_input, batch, layer)
+    rows, slots = _answer_rows(model, layer_input, batch, layer)
     words = batch["text"]["query_words"]
     losses, mass = [], []
     for a, (b, starts) in zip(rows, slots):
