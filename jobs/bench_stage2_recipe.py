@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save", default=None, help="save the probed backbone here (save_pretrained)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of --config, e.g. stage2.ground_layer=2")
     args = parser.parse_args(argv)
-    from pipeline.backbone_pretrain import (HEADS_FILE, load_heads, stage_parameters, start_language_stage, train_step,
-                                           validation)
+    from pipeline.backbone_pretrain import (HEADS_FILE, load_heads, make_heads, stage_parameters, start_language_stage,
+                                           train_step, validation)
 
     heads_file = Path(args.init) / HEADS_FILE
     if not heads_file.is_file():
@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.config_loader import load
     from pipeline.pretrain_config import PretrainJobConfig
     from stepprune.backbones.pretrain.curriculum import Curriculum
-    from stepprune.backbones.pretrain.objectives import ClsHeads, PatchHeads
     from stepprune.backbones.pretrain.packing import QAPacker
     from stepprune.backbones.pretrain.spec import build_backbone
 
@@ -84,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         if set(vision) != expected:
             parser.exit(2, f"{args.init}'s vision tower and projector do not match the recipe's arch\n")
         model.load_state_dict(vision, strict=False)
-    heads = {"patch": PatchHeads(cfg.arch.text_hidden), "cls": ClsHeads(cfg.arch.vision_hidden)}
-    load_heads(heads_file, heads)
+    heads = make_heads(cfg, model.config.text_config.vocab_size)
+    load_heads(heads_file, {k: heads[k] for k in ("patch", "cls")})  # a fresh slot-words head when it is on
     if not args.keep_llm:
         start_language_stage(model, heads, processor, cfg)
     model.train()

@@ -117,6 +117,10 @@ def render_card(cfg: PretrainJobConfig, facts: dict[str, Any]) -> str:
            + (f"; for {', '.join(s2.ground_referents)} questions one head per referent, head h on the "
               "question's h-th referent alone" if s2.ground_referents else "")
            + ")" if s2.ground_weight > 0 and s2.ground_steps > 0 else "")
+        + (f", and a slot-words term (weight {s2.slot_words_weight:g}, decaying with the grounding term: a linear "
+           f"read-out of the answer slot's state entering decoder layer {s2.ground_layer} names the colour, shape, "
+           "size and word names its question names the object by, so the lookup's query holds the description)"
+           if s2.slot_words_weight > 0 else "")
         + ". Curriculum: sparse scenes first, the evaluation distribution last."
         + (" The next-token loss is averaged within each question, then over questions (every question weighs "
            "the same whatever its answer length)." if s2.loss_per == "question" else ""),

@@ -37,7 +37,7 @@ from pipeline.tracking import MlflowTracker, NullTracker, Tracker
 from stepprune.backbones.pretrain.batches import make_batch, to_device
 from stepprune.backbones.pretrain.curriculum import Curriculum
 from stepprune.backbones.pretrain.language_init import align_word_embeddings, mimetic_qk
-from stepprune.backbones.pretrain.objectives import ClsHeads, PatchHeads
+from stepprune.backbones.pretrain.objectives import ClsHeads, PatchHeads, SlotWordsHead
 from stepprune.backbones.pretrain.packing import QAPacker
 from stepprune.backbones.pretrain.spec import build_backbone, save_backbone
 from stepprune.backbones.pretrain.steps import StepOutput, language_step, vision_step
@@ -58,6 +58,17 @@ def load_heads(file: str | Path, heads: dict[str, torch.nn.Module]) -> None:
     saved = load_file(str(file))
     for name, head in heads.items():
         head.load_state_dict({k[len(name) + 1:]: v for k, v in saved.items() if k.startswith(name + ".")})
+
+
+def make_heads(cfg: PretrainJobConfig, vocab: int) -> dict[str, torch.nn.Module]:
+    """The objective heads of a recipe: ``patch`` and ``cls`` always, ``slot`` (the slot-words read-out over the
+    ``vocab`` token ids) when ``stage2.slot_words_weight`` is on. Built in this order, so the always-present heads
+    start from the same weights with or without it."""
+    heads: dict[str, torch.nn.Module] = {"patch": PatchHeads(cfg.arch.text_hidden),
+                                         "cls": ClsHeads(cfg.arch.vision_hidden)}
+    if cfg.stage2.slot_words_weight > 0:
+        heads["slot"] = SlotWordsHead(cfg.arch.text_hidden, vocab)
+    return heads
 
 
 def start_language_stage(model, heads: dict[str, torch.nn.Module], processor, cfg: PretrainJobConfig) -> None:
@@ -85,9 +96,9 @@ def stage_parameters(model, heads: dict[str, torch.nn.Module], stage: int, cfg: 
                      ) -> list[torch.nn.Parameter]:
     """Sets ``requires_grad`` for a stage and returns its trainable parameters, in a fixed order.
 
-    Stage 1 trains the vision tower, the projector and both heads. Stage 2 trains the projector, the language
-    model and its head, the per-patch head (when the auxiliary term is on) and the vision tower only with
-    ``stage2.train_vision``.
+    Stage 1 trains the vision tower, the projector and the patch and CLS heads. Stage 2 trains the projector, the
+    language model and its head, the per-patch head (when the auxiliary term is on), the slot-words head (when
+    its term is on) and the vision tower only with ``stage2.train_vision``.
     """
     m = model.model
     for p in model.parameters():
@@ -100,6 +111,8 @@ def stage_parameters(model, heads: dict[str, torch.nn.Module], stage: int, cfg: 
         parts = [m.multi_modal_projector, m.language_model, model.lm_head]
         if cfg.stage2.aux_weight > 0:
             parts.append(heads["patch"])
+        if "slot" in heads:
+            parts.append(heads["slot"])
         if cfg.stage2.train_vision:
             parts.append(m.vision_tower)
     params = []
@@ -174,7 +187,8 @@ def train_step(model, heads: dict[str, torch.nn.Module], processor, packer: QAPa
             out = language_step(model, heads["patch"], batch, aux_weight=s2.aux_weight, ground_weight=ground,
                                 ground_layer=s2.ground_layer, loss_per=s2.loss_per,
                                 ground_referents=s2.ground_referents, ground_per_head=s2.ground_per_head,
-                                query_weight=s2.query_weight * decay, query_heads=s2.query_heads)
+                                query_weight=s2.query_weight * decay, query_heads=s2.query_heads,
+                                slot_head=heads.get("slot"), slot_weight=s2.slot_words_weight * decay)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip)
@@ -203,7 +217,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     model, processor = build_backbone(cfg.arch, cfg.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
-        heads = {"patch": PatchHeads(cfg.arch.text_hidden), "cls": ClsHeads(cfg.arch.vision_hidden)}
+        heads = make_heads(cfg, model.config.text_config.vocab_size)
     model.to(device)
     for h in heads.values():
         h.to(device)

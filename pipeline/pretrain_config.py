@@ -68,6 +68,9 @@ class LanguageStageConfig:
             answer slot told to read the words its question names the object by
             (:func:`stepprune.backbones.pretrain.steps.query_grounding_loss`); 0 = off.
         query_heads: the leading heads of layer 0 the query term supervises (0 = all).
+        slot_words_weight: initial weight of the slot-words term (decaying with the grounding term's schedule):
+            a read-out of the named words from each answer slot's state entering ``ground_layer``
+            (:func:`stepprune.backbones.pretrain.steps.slot_words_loss`); 0 = off.
         loss_per: how the next-token loss is averaged: ``token`` (over all answer tokens of the batch) or
             ``question`` (within each packed question, then over questions). Why the choice: with ``token`` the
             rare long descriptions (about 2.5 % of the questions) carry 44-57 % of the answer tokens, so about
@@ -91,6 +94,7 @@ class LanguageStageConfig:
     ground_per_head: bool = False
     query_weight: float = 0.0
     query_heads: int = 0
+    slot_words_weight: float = 0.0
     loss_per: LossPer = "token"
     init_words: bool = False
     init_qk: Literal["random", "mimetic"] = "random"
@@ -202,6 +206,8 @@ class PretrainJobConfig:
         check_families(self.stage2.ground_referents, "stage2.ground_referents")
         if not 0 <= self.stage2.query_heads <= self.arch.text_heads:
             raise ValueError(f"stage2.query_heads must be in 0..{self.arch.text_heads} (0 = all heads)")
+        if self.stage2.slot_words_weight < 0:
+            raise ValueError("stage2.slot_words_weight must be >= 0")
         if self.stage1.batch_size < 1 or self.stage2.batch_size < 1:
             raise ValueError("stage batch sizes must be >= 1")
         if sum(p.steps for p in self.stage1.phases) + sum(p.steps for p in self.stage2.phases) < 1:

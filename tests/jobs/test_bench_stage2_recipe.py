@@ -20,6 +20,7 @@ def test_trains_the_language_stage_from_a_saved_vision_side(tmp_path, capsys, on
     out = capsys.readouterr().out
     assert "rope_theta=1e+06" in out and "stage2.ground_layer=2" in out
     assert re.search(r"\[probe\] step \d+ .*\"lm_loss\"", out) and "[probe] val step" in out
+    assert "\"loss_slot\"" in out  # the recipe's slot-words term, with a fresh head (the saved file may lack one)
     probed = LlavaForConditionalGeneration.from_pretrained(out_dir)
     committed = LlavaForConditionalGeneration.from_pretrained(ROOT / "checkpoints" / "synthvqa-llava-tiny")
     assert probed.config.text_config.rope_parameters["rope_theta"] == 1e6

@@ -87,3 +87,16 @@ def test_overrides_and_errors():
     with pytest.raises(ConfigError, match="multiple of loop.report_every"):
         load(PretrainJobConfig, None, ["loop.report_every=7"])
     assert load(EvaluateBackboneConfig, None, ["eval.limit=10"]).eval.methods == ["vanilla", "blind"]
+
+
+def test_committed_recipe_is_the_referents_recipe_plus_the_slot_words_term():
+    import dataclasses
+
+    earlier = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone_referents.yaml")
+    committed = load(PretrainJobConfig, ROOT / "jobs" / "configs" / "pretrain_backbone.yaml")
+    assert committed.stage2.slot_words_weight > 0 and earlier.stage2.slot_words_weight == 0
+    assert earlier.output != committed.output and earlier.storage.name != committed.storage.name
+    same = dataclasses.replace(earlier, output=committed.output, storage=committed.storage,
+                               stage2=dataclasses.replace(earlier.stage2,
+                                                          slot_words_weight=committed.stage2.slot_words_weight))
+    assert same == committed

@@ -14,7 +14,7 @@ TINY = [
     "stage2.batch_size=2",
     "stage2.phases=[{steps: 1, max_objects: 4}, {steps: 1, max_objects: 1, families: [existence, mme]}, "
     "{steps: 1, max_objects: 1, family_weights: {mc_science: 1.0}}, {steps: 2}]",
-    "stage2.loss_per=question", "stage2.ground_referents=[relation, mc_mmbench]",
+    "stage2.loss_per=question", "stage2.ground_referents=[relation, mc_mmbench]", "stage2.slot_words_weight=1.0",
     "loop.precision=bf16",
     "loop.report_every=1", "loop.checkpoint_every=2", "loop.val_images=2", "loop.threads=1",
     "scaling.cpus_per_worker=1", "eval.n_images=2", "eval.limit=10", "eval.max_new_tokens=4",
@@ -47,13 +47,16 @@ def test_pretrain_job_end_to_end_and_resume(ray_session, tmp_path):
 
     client = MlflowTracker(summary["tracking_uri"], run_id=summary["mlflow_run_id"]).client
     metrics = client.get_run(summary["mlflow_run_id"]).data.metrics
-    for key in ("s1.loss", "s1.acc_color", "s2.lm_loss", "val.exact.overall", "test.vanilla.overall",
+    for key in ("s1.loss", "s1.acc_color", "s2.lm_loss", "s2.loss_slot", "val.exact.overall", "test.vanilla.overall",
                 "test.blind.overall", "global_step"):
         assert key in metrics, key
     assert metrics["global_step"] == 8
     assert "asked only existence / mme questions" in card and "bf16 autocast" in card
     assert "drawing only mc_science (1) questions" in card and "averaged within each question" in card
     assert "for relation, mc_mmbench questions one head per referent" in card
+    assert "a slot-words term (weight 1, decaying with the grounding term" in card
+    heads = load_file(str(out / "pretrain_heads.safetensors"))
+    assert {k.split(".")[0] for k in heads} == {"patch", "cls", "slot"}
 
     weights = load_file(str(out / "model.safetensors"))
     again = run(cfg)  # same storage.name: resumes from the final checkpoint, trains nothing more

@@ -129,3 +129,24 @@ class ClsHeads(nn.Module):
             "acc_cls_count": float((count.detach().argmax(-1) == targets["n_objects"]).float().mean()),
         }
         return l_combo + l_count, metrics
+
+
+class SlotWordsHead(nn.Module):
+    """Read-out of the words a question names its object by, from its answer-predicting slot's hidden state.
+
+    The stage-2 term of :func:`~.steps.slot_words_loss` puts it on the input of the grounding layer, where the
+    answer slot's query must hold the whole description for the lookup to single out the named object.
+
+    Args:
+        dim: the LLM's width.
+        vocab: the LLM's vocabulary size (the targets are token ids).
+    """
+
+    def __init__(self, dim: int, vocab: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, vocab)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """(Q, D) slot hidden states -> (Q, V) logits over the named words' token ids."""
+        return self.proj(self.norm(hidden))

@@ -194,3 +194,65 @@ def test_query_grounding_reads_the_answer_slot_on_the_named_words(tiny_pretrain)
 def test_language_step_query_term_trains_layer_zero():
     metrics = _step_trains_attention("attribute", 0, query_weight=1.0)
     assert 0 < metrics["query_mass"] < 1 and "evidence_mass" not in metrics
+
+
+def test_slot_words_loss_reads_each_answer_slot_against_its_named_words(tiny_pretrain):
+    from stepprune.backbones.pretrain.objectives import SlotWordsHead
+    from stepprune.backbones.pretrain.steps import answer_slots, packed_forward, slot_words_loss
+
+    model, processor = tiny_pretrain
+    packer = QAPacker(processor, TINY.num_patches)
+    phase = Phase(1, 2, 4, family_weights={"attribute": 1.0, "counting": 1.0, "existence": 1.0})
+    batch = make_batch(Curriculum([phase], stage=2, questions_per_image=4).images(0, 3), processor, packer)
+    text = batch["text"]
+    text["query_words"][0][text["segment"][0] == 1] = False  # a question that names nothing
+    torch.manual_seed(0)
+    head = SlotWordsHead(TINY.text_hidden, model.config.text_config.vocab_size).requires_grad_(False)
+    with torch.no_grad():
+        _, _, inner = packed_forward(model, batch, layer_input=1)
+        loss, prob = slot_words_loss(head, inner, batch)
+    expected, probs, slots = [], [], 0
+    for b in range(inner.shape[0]):
+        for slot in answer_slots(text["labels"][b]).tolist():
+            slots += 1
+            named = set(text["input_ids"][b][text["query_words"][b] & (text["segment"][b] == text["segment"][b, slot])]
+                        .tolist())
+            if named:
+                logp = head(inner[b, slot][None]).log_softmax(-1)[0]
+                expected.append(-sum(logp[i] for i in named) / len(named))
+                probs.append(sum(logp[i].exp() for i in named))
+    assert 0 < len(expected) < slots  # the question that names nothing is left out
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+    assert abs(prob - float(torch.stack(probs).mean())) < 1e-5
+
+
+def test_language_step_slot_term_trains_the_layers_below_the_lookup_and_its_head():
+    from stepprune.backbones.pretrain.objectives import SlotWordsHead
+
+    model, processor = build_backbone(TINY, seed=1)
+    model.model.vision_tower.requires_grad_(False)
+    packer = QAPacker(processor, TINY.num_patches)
+    batch = make_batch(Curriculum([Phase(1, 2, 3, family_weights={"attribute": 1.0})], stage=2,
+                                  questions_per_image=2).images(0, 2), processor, packer)
+    head = SlotWordsHead(TINY.text_hidden, model.config.text_config.vocab_size)
+    out = language_step(model, None, batch, ground_layer=1, slot_head=head, slot_weight=1.0)
+    assert out.metrics["loss"] > out.metrics["lm_loss"] and 0 < out.metrics["slot_words_prob"] < 1
+    model.zero_grad()
+    head.zero_grad()
+    # only the slot term: layer 0 (what gathers the words) and the head get its gradient, layer 1 onwards not
+    from stepprune.backbones.pretrain.steps import packed_forward, slot_words_loss
+
+    _, _, inner = packed_forward(model, batch, layer_input=1)
+    slot_words_loss(head, inner, batch)[0].backward()
+    layers = model.model.language_model.layers
+    assert layers[0].self_attn.v_proj.weight.grad.abs().sum() > 0 and all(_grads(head))
+    assert all(p.grad is None or not p.grad.any() for p in layers[1].parameters())
+    off = language_step(model, None, batch, ground_layer=1, slot_head=head, slot_weight=0.0)
+    assert "loss_slot" not in off.metrics
+
+
+def test_answer_slots_are_the_last_prompt_slot_before_each_answer():
+    from stepprune.backbones.pretrain.steps import answer_slots
+
+    labels = torch.tensor([-100, -100, 5, 6, -100, -100, -100, 7, -100])
+    assert answer_slots(labels).tolist() == [1, 6]
