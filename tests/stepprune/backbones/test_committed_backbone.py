@@ -16,9 +16,10 @@ from stepprune.evaluation import predict
 ROOT = Path(__file__).resolve().parents[3]
 BACKBONE = ROOT / "checkpoints" / "synthvqa-llava-tiny"
 # Test-split questions of the first images of seed 0 (science MC, attribute, existence, counting, MME, text), chosen
-# once among those the committed model answers correctly and answers wrongly without the image; the generator is
-# deterministic, so they are regenerated here.
-FIXED = ["test_000000_q04", "test_000001_q01", "test_000002_q01", "test_000002_q02", "test_000003_q00",
+# among those the committed model answers correctly and answers wrongly without the image (re-chosen for the
+# 2026-12-07 checkpoint: only test_000001_q01 no longer qualified and became q02); the generator is deterministic,
+# so they are regenerated here.
+FIXED = ["test_000000_q04", "test_000001_q02", "test_000002_q01", "test_000002_q02", "test_000003_q00",
          "test_000004_q01", "test_000004_q02", "test_000006_q06"]
 N_IMAGES = 1 + max(int(q.split("_")[1]) for q in FIXED)
 
