@@ -178,8 +178,9 @@ def query_grounding_loss(model, layer_input: Tensor, batch: dict, layer: int = 0
     question's first line), in one layer, averaged over the first ``heads`` heads (0: all).
 
     Why: the grounding term (:func:`grounding_loss`) tells a later layer which patches answer the question, but
-    the query that has to find them is whatever the answer slot has gathered by then. In the committed backbone
-    layer 0's answer slot put 0.09 of its head-mean attention on the named words (one head 0.5), and the layer-1
+    the query that has to find them is whatever the answer slot has gathered by then. In the backbone committed
+    before the slot-words term layer 0's answer slot put 0.09 of its head-mean attention on the named words (one
+    head 0.5), and the layer-1
     lookup matched single words (objects sharing one named attribute got 2.8x the attention per patch of
     objects sharing none, the named object 7x): this term builds the whole phrase into the query first.
     Measured (``docs/results/backbone_grounding.md``): it does (named-word mass 0.01 -> 0.99 in 75 steps), but the
@@ -211,9 +212,10 @@ def slot_words_loss(head: SlotWordsHead, layer_input: Tensor, batch: dict) -> tu
     against :class:`SlotWordsHead`'s read-out of each answer-predicting slot's hidden state, over the questions
     that name something.
 
-    Why: a bilinear lookup on the committed backbone's layer-1 visual inputs, queried by the bag of named words,
-    learns to put 0.90 of its mass on the named object (0.82 in scenes of 11-20 objects), while the same lookup
-    queried by the answer slot's own layer-1 input stalls at 0.38, the LLM's own mass
+    Why: in the backbone committed before this term, a fresh bilinear lookup on the layer-1 visual inputs, queried
+    by the bag of named words, learns to put 0.90 of its mass on the named object (0.83 in scenes of
+    11-20 objects), while the same lookup queried by the answer slot's own layer-1 input stalls at 0.38, near
+    the LLM's own 0.35
     (``docs/results/backbone_grounding.md``): the slot does not hold the description when the lookup runs. This
     term makes the layers below the lookup gather the named words *into* the slot's state, not only attend to
     them (the query term's pattern, which left the evidence mass where it was).
