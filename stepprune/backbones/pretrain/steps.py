@@ -112,6 +112,12 @@ def answer_slots(labels: Tensor) -> Tensor:
     return ((labels[1:] != -100) & (labels[:-1] == -100)).nonzero().flatten()
 
 
+def named_words(text: dict, b: int, slot: int) -> Tensor:
+    """(L,) bool: the positions of sequence ``b`` where the question answered at ``slot`` names its object
+    (``text["query_words"]`` within that question's segment)."""
+    return text["query_words"][b] & (text["segment"][b] == text["segment"][b, slot])
+
+
 def _answer_rows(model, layer_input: Tensor, batch: dict, layer: int
                  ) -> tuple[list[Tensor], list[tuple[int, Tensor]]]:
     """Every question's answer-predicting slot's per-head attention over the whole packed sequence, in one layer.
@@ -180,9 +186,9 @@ def query_grounding_loss(model, layer_input: Tensor, batch: dict, layer: int = 0
     Why: the grounding term (:func:`grounding_loss`) tells a later layer which patches answer the question, but
     the query that has to find them is whatever the answer slot has gathered by then. In the backbone committed
     before the slot-words term layer 0's answer slot put 0.09 of its head-mean attention on the named words (one
-    head 0.5), and the layer-1
-    lookup matched single words (objects sharing one named attribute got 2.8x the attention per patch of
-    objects sharing none, the named object 7x): this term builds the whole phrase into the query first.
+    head 0.5), and the layer-1 lookup matched single words (objects sharing one named attribute got 2.8x the
+    attention per patch of objects sharing none, the named object 7x): this term builds the whole phrase into the
+    query first.
     Measured (``docs/results/backbone_grounding.md``): it does (named-word mass 0.01 -> 0.99 in 75 steps), but the
     layer-1 evidence mass and the validation accuracy barely move, so it is off in the committed recipe.
 
@@ -190,12 +196,10 @@ def query_grounding_loss(model, layer_input: Tensor, batch: dict, layer: int = 0
         The loss over questions that name something, and their mean named-word mass (nan when none does).
     """
     rows, slots = _answer_rows(model, layer_input, batch, layer)
-    words = batch["text"]["query_words"]
     losses, mass = [], []
     for a, (b, starts) in zip(rows, slots):
-        segment = batch["text"]["segment"][b]
         for i, slot in enumerate(starts):
-            cols = words[b] & (segment == segment[slot])
+            cols = named_words(batch["text"], b, slot)
             if not bool(cols.any()):
                 continue
             per_head = a[i][:, cols].sum(dim=-1)  # (H,)
@@ -213,10 +217,9 @@ def slot_words_loss(head: SlotWordsHead, layer_input: Tensor, batch: dict) -> tu
     that name something.
 
     Why: in the backbone committed before this term, a fresh bilinear lookup on the layer-1 visual inputs, queried
-    by the bag of named words, learns to put 0.90 of its mass on the named object (0.83 in scenes of
-    11-20 objects), while the same lookup queried by the answer slot's own layer-1 input stalls at 0.38, near
-    the LLM's own 0.35
-    (``docs/results/backbone_grounding.md``): the slot does not hold the description when the lookup runs. This
+    by the bag of named words, learns to put 0.90 of its mass on the named object (0.83 in scenes of 11-20
+    objects), while the same lookup queried by the answer slot's own layer-1 input stalls at 0.38, near the LLM's
+    own 0.35 (``docs/results/backbone_grounding.md``): the slot does not hold the description when the lookup runs. This
     term makes the layers below the lookup gather the named words *into* the slot's state, not only attend to
     them (the query term's pattern, which left the evidence mass where it was).
 
@@ -227,11 +230,11 @@ def slot_words_loss(head: SlotWordsHead, layer_input: Tensor, batch: dict) -> tu
         The loss and the mean probability the read-out gives the named words (nan when no question names any).
     """
     text = batch["text"]
-    labels, segment, words, ids = text["labels"], text["segment"], text["query_words"], text["input_ids"]
+    ids = text["input_ids"]
     rows, targets = [], []
     for b in range(ids.shape[0]):
-        for slot in answer_slots(labels[b]).tolist():
-            named = ids[b][words[b] & (segment[b] == segment[b, slot])].unique()
+        for slot in answer_slots(text["labels"][b]).tolist():
+            named = ids[b][named_words(text, b, slot)].unique()
             if named.numel():
                 rows.append(layer_input[b, slot])
                 target = layer_input.new_zeros(head.proj.out_features, dtype=torch.float32)
