@@ -1,10 +1,11 @@
-"""Warm start of the StepPrune selector from a teacher (a diagnostic, not the method).
+"""Warm start of the StepPrune selector from a teacher (evidence labels: a diagnostic; saliency: label-free).
 
 Builds the selector of the job config (with the same dotted overrides as ``jobs/train.py``), trains its encoder and
 first pointer step to point at each question's teacher patches, and saves a checkpoint
 (``stepprune/selector/evidence_warm_start.py``, ``pipeline/evidence_warm_start.py``). ``--teacher evidence`` (the
 default) points at SynthVQA's evidence labels; ``--teacher saliency`` is label-free: the top ``--teacher-k`` patches
-by the frozen LM's answer-NLL gradient on a uniform gate. Measure it with
+by the frozen LM's answer-NLL gradient on a uniform gate, what the training job's ``train.warm_start`` stage runs
+before its LM-loss steps. Measure it with
 ``jobs/bench_selection_headroom.py --selectors``; fine-tune it with the LM loss with
 ``python jobs/train.py <same overrides> train.init_selector=<out>``.
 

@@ -92,6 +92,45 @@ class OptimConfig:
 
 
 @dataclasses.dataclass
+class WarmStartConfig:
+    """A label-free warm start of the selector, run by the training job before its LM-loss steps (not in the spec).
+
+    The frozen LM's own answer-NLL gradient on a uniform attention gate (:func:`stepprune.gate_saliency.
+    gate_saliency`) names each training question's ``teacher_k`` most useful patches; the selector's encoder and
+    first pointer step learn to predict them from the image and the question alone (L_ev, AdamW), then the LM loss
+    trains the whole selector as the spec says (:mod:`pipeline.evidence_warm_start`). It reads no label the LM loss
+    does not: the answer is the LM loss's own target. Why it exists: on the embedded backbone the spec's LM loss
+    from scratch never made the selection read the question, while the same LM's gradient at a uniform gate points
+    at the asked-about object. Measured there (``docs/results/selector_training.md``, 480 validation questions):
+    the distilled selector alone beats random at K 64 (55.4 % against 48.4 %); 100 LM-loss steps of the embedded
+    default after it end at random's level (45.5 % against 48.3 % at K 69, 960 questions). Hence off by default.
+
+    It runs once, in the job's driver (single process, CPU threads), and writes ``<run>/warm_start/selector``,
+    which the run then starts from as it would from ``train.init_selector``; a resumed run reuses that folder.
+    For a 7B backbone run ``jobs/warm_start_selector.py`` on a GPU node instead and pass ``train.init_selector``.
+
+    Attributes:
+        folder: a SynthVQA native split whose questions (with their answers) it learns from: the training split.
+        items: questions read from ``folder``.
+        steps, batch_size, lr: AdamW steps, questions per step, learning rate.
+        teacher_k: patches per question the teacher names.
+        threads: torch threads of the driver while it runs (None: torch's default).
+    """
+
+    folder: str = "data/synthvqa/native/train"
+    items: int = 4000
+    steps: int = 150
+    batch_size: int = 8
+    lr: float = 1e-3
+    teacher_k: int = 64
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.teacher_k < 1 or self.items < 1:
+            raise ValueError("train.warm_start: steps, batch_size, teacher_k and items must be >= 1")
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Steps, batch sizes and reporting.
 
@@ -109,6 +148,8 @@ class TrainConfig:
             from instead of the method's initialisation, e.g. to fine-tune a trained selector or the evidence
             warm start of ``jobs/warm_start_selector.py``. Same method and architecture; a resumed run's own
             checkpoint takes precedence.
+        warm_start: run the label-free warm start (:class:`WarmStartConfig`) first and start from it (None: off;
+            exclusive with ``init_selector``).
     """
 
     global_batch_size: int = 32
@@ -123,6 +164,7 @@ class TrainConfig:
     fail_rank: int = 0
     loss_per: LossPer = "token"
     init_selector: str | None = None
+    warm_start: WarmStartConfig | None = None
 
 
 @dataclasses.dataclass
@@ -234,6 +276,9 @@ class TrainJobConfig:
             raise ValueError("train.max_steps, report_every and checkpoint_every must be >= 1")
         if t.checkpoint_every % t.report_every:
             raise ValueError("train.checkpoint_every must be a multiple of train.report_every")
+        if t.warm_start is not None and t.init_selector:
+            raise ValueError("train.warm_start and train.init_selector both name the selector to start from; "
+                             "set one")
         if self.validate.every is not None and self.validate.every % t.report_every:
             raise ValueError("validate.every must be a multiple of train.report_every")
 

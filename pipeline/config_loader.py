@@ -46,7 +46,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} does not fit {_type_name(tp)}")
+        # one typed alternative (``X | None``): its own error names the field and the reason
+        raise ConfigError(errors[0] if len(errors) == 1 else
+                          f"{where}: {value!r} does not fit {_type_name(tp)} ({'; '.join(errors)})")
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")

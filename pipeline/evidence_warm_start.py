@@ -10,11 +10,16 @@ Two teachers say which patches L_ev points at:
 * ``"saliency"``: label-free, the top ``teacher_k`` patches by the frozen LM's answer-NLL gradient on a uniform
   attention gate at 0.5 (:func:`stepprune.gate_saliency.gate_saliency`), computed from the question's answer as the
   LM loss is. The selector, which does not see the answer, learns to predict where that gradient points.
+
+:func:`run_stage` is the training job's ``train.warm_start`` stage: the saliency warm start, trained once per run
+before the LM-loss steps start from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,7 +56,8 @@ def saliency_targets(adapter, images: Sequence[Any], items: Sequence[Any], k: in
 
 def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, steps: int, batch_size: int = 8,
                lr: float = 1e-3, seed: int = 0, teacher: str = "evidence", teacher_k: int = 16, log_every: int = 50,
-               log: Callable[[str], None] = print) -> Path:
+               log: Callable[[str], None] = print,
+               on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> Path:
     """Trains the job's selector on L_ev for ``steps`` AdamW steps and saves it to ``out``.
 
     Args:
@@ -64,6 +70,8 @@ def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, st
         seed: initialisation and the order the questions are drawn in.
         teacher: ``"evidence"`` or ``"saliency"`` (module docstring).
         teacher_k: patches per question the saliency teacher points at.
+        on_metrics: called at every log line with the step and ``{"L_ev", "teacher_recall"}`` (the latter where
+            the questions record evidence), e.g. to log them to MLflow.
 
     Returns:
         The checkpoint folder. Each log line gives L_ev and, where the questions record evidence, the share of it
@@ -116,5 +124,51 @@ def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, st
             recall = f" teacher recall {100 * sum(held) / len(held):.1f} %" if held else ""
             log(f"[warm-start] step {step + 1}/{steps} L_ev {sum(recent) / len(recent):.3f}{recall} "
                 f"({time.perf_counter() - t0:.0f} s)")
+            if on_metrics is not None:
+                on_metrics(step + 1, {"L_ev": sum(recent) / len(recent),
+                                      **({"teacher_recall": sum(held) / len(held)} if held else {})})
             recent, held = [], []
     return save_checkpoint(method, out, adapter=adapter, step=steps)
+
+
+def run_stage(cfg: TrainJobConfig, run_dir: str | Path, *, log: Callable[[str], None] = print,
+              on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> TrainJobConfig:
+    """The training job's warm-start stage (``train.warm_start``): trains and saves the saliency warm start once,
+    then returns the config the LM-loss steps run with (``init_selector`` at the saved folder, ``warm_start`` off).
+
+    Args:
+        cfg: the (absolutized) job config; returned unchanged when ``train.warm_start`` is None.
+        run_dir: the run's folder; the selector goes to ``run_dir/warm_start/selector``. A folder saved by an
+            earlier attempt of the same run is reused, so a resumed run does not train it again.
+        log, on_metrics: progress lines and metrics, as for :func:`warm_start`.
+
+    Raises:
+        FileNotFoundError: ``train.warm_start.folder`` holds no SynthVQA questions.
+    """
+    ws = cfg.train.warm_start
+    if ws is None:
+        return cfg
+    out = Path(run_dir) / "warm_start" / "selector"
+    if (out / "meta.json").exists():
+        log(f"[warm-start] reusing {out}")
+    else:
+        from stepprune.benchmarks import get_benchmark
+
+        if not (Path(ws.folder) / "questions.jsonl").exists():
+            raise FileNotFoundError(f"train.warm_start.folder={ws.folder}: no questions.jsonl (a SynthVQA native "
+                                    "split, written with the corpus by the embedded default's data step)")
+        items = get_benchmark("synthvqa").load(ws.folder, limit=ws.items)
+        plain = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, warm_start=None))
+        threads = torch.get_num_threads()
+        if ws.threads:
+            torch.set_num_threads(ws.threads)
+        partial = out.with_name(out.name + ".partial")  # a killed driver leaves no half-written selector behind
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            warm_start(plain, items, partial, steps=ws.steps, batch_size=ws.batch_size, lr=ws.lr,
+                       seed=cfg.train.seed, teacher="saliency", teacher_k=ws.teacher_k, log=log,
+                       on_metrics=on_metrics)
+        finally:
+            torch.set_num_threads(threads)
+        partial.rename(out)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, warm_start=None, init_selector=str(out)))

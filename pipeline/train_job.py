@@ -4,7 +4,8 @@
 1. connect to Ray (or start it locally);
 2. make sure the data exists: generate SynthVQA when configured and missing, pack the Parquet shards when missing;
 3. create (or, for a resumed run name, re-attach) the MLflow run and log the flattened config;
-4. fit a ``TorchTrainer`` running :func:`pipeline.train_loop.train_loop_per_worker` with ``FailureConfig`` and
+4. with ``train.warm_start``, train the label-free warm start in this process (once per run name); then
+   fit a ``TorchTrainer`` running :func:`pipeline.train_loop.train_loop_per_worker` with ``FailureConfig`` and
    ``CheckpointConfig``; re-running under the same ``storage.name`` resumes from its latest checkpoint;
 5. log the final selector and the config as artifacts, run the held-out check, print and return the summary.
 """
@@ -83,7 +84,9 @@ def absolutize(cfg: TrainJobConfig) -> TrainJobConfig:
         storage=dataclasses.replace(cfg.storage, root=a(cfg.storage.root), export=a(cfg.storage.export)),
         eval=dataclasses.replace(cfg.eval, folder=a(cfg.eval.folder)),
         validate=dataclasses.replace(cfg.validate, folder=a(cfg.validate.folder)),
-        train=dataclasses.replace(cfg.train, init_selector=a(cfg.train.init_selector)),
+        train=dataclasses.replace(cfg.train, init_selector=a(cfg.train.init_selector),
+                                  warm_start=cfg.train.warm_start and dataclasses.replace(
+                                      cfg.train.warm_start, folder=a(cfg.train.warm_start.folder))),
     )
 
 
@@ -139,9 +142,11 @@ def fit(cfg: TrainJobConfig, tracker: MlflowTracker, uri: str, callbacks: tuple 
     """Builds and fits the ``TorchTrainer`` of an (absolutized, data-ready) config. Returns Ray's ``Result``,
     with ``bad_records`` (training-time rows skipped) attached.
 
-    Re-fitting under the same ``storage.name`` resumes from that run's latest checkpoint.
+    Re-fitting under the same ``storage.name`` resumes from that run's latest checkpoint. With
+    ``train.warm_start`` the warm start is trained first (once per run name) and the fit starts from it.
     """
     run_dir = Path(cfg.storage.root) / cfg.storage.name
+    cfg = warm_start_stage(cfg, run_dir, tracker)  # every fit (the job's, a sweep trial's) starts from it
     guard_name = f"record-guard-{cfg.storage.name}"
     # Held until the fit returns: a named actor without a live handle is garbage-collected.
     guard = RecordGuard.options(name=guard_name, get_if_exists=True).remote(cfg.data.max_bad_records)
@@ -214,6 +219,21 @@ def run(cfg: TrainJobConfig) -> TrainSummary:
     tracker.close()
     return TrainSummary(cfg.storage.name, tracker.run_id, uri, int(metrics.get("step", 0)), metrics, selector_dir,
                         heldout, time.perf_counter() - t0, gap)
+
+
+def warm_start_stage(cfg: TrainJobConfig, run_dir: Path, tracker: MlflowTracker) -> TrainJobConfig:
+    """``train.warm_start``: the label-free warm start, trained once in this process before the fit
+    (:func:`pipeline.evidence_warm_start.run_stage`), its L_ev and teacher recall logged as ``warm_start.*``."""
+    if cfg.train.warm_start is None:
+        return cfg
+    from pipeline.evidence_warm_start import run_stage
+
+    t0 = time.perf_counter()
+    out = run_stage(cfg, run_dir, log=lambda line: print(line, flush=True),
+                    on_metrics=lambda step, m: tracker.log_metrics({f"warm_start.{k}": v for k, v in m.items()},
+                                                                  step=step))
+    tracker.log_metrics({"warm_start.seconds": time.perf_counter() - t0})
+    return out
 
 
 def gap_check(cfg: TrainJobConfig, selector_dir: str, tracker: MlflowTracker,

@@ -95,3 +95,54 @@ def test_the_saliency_teacher_needs_no_evidence_and_reports_its_recall_when_ther
 def test_an_unknown_teacher_is_refused(tmp_path):
     with pytest.raises(ValueError, match="teacher must be one of"):
         warm_start(load(TrainJobConfig, None, SMALL), [], tmp_path / "sel", steps=1, teacher="fastv")
+
+
+# --- the training job's stage (train.warm_start) ---------------------------------------------------------------
+
+def _stage_cfg(folder, extra=()):
+    return load(TrainJobConfig, None, SMALL + ["method.config.text_attention=split",
+                                               f"train.warm_start.folder={folder}", "train.warm_start.steps=2",
+                                               "train.warm_start.batch_size=2", "train.warm_start.teacher_k=4",
+                                               "train.warm_start.items=8", *extra])
+
+
+def test_the_stage_trains_once_and_hands_the_fit_its_selector(synthvqa_test_folder, tmp_path, one_thread,
+                                                              monkeypatch):
+    from pipeline import evidence_warm_start as ws
+
+    cfg = _stage_cfg(synthvqa_test_folder)
+    seen = []
+    out_cfg = ws.run_stage(cfg, tmp_path / "run", log=lambda _: None, on_metrics=lambda s, m: seen.append((s, m)))
+    folder = tmp_path / "run" / "warm_start" / "selector"
+    assert out_cfg.train.init_selector == str(folder) and out_cfg.train.warm_start is None
+    assert (folder / "selector.safetensors").is_file() and not folder.with_name("selector.partial").exists()
+    assert [s for s, _ in seen] == [2] and "L_ev" in seen[0][1]  # logged at the last step (log_every 50 > 2)
+    # the run the fit builds starts from exactly those weights
+    from stepprune.checkpoint import load_checkpoint
+
+    built = build_model(out_cfg, torch.device("cpu")).method.state_dict()
+    for k, v in load_checkpoint(folder).state_dict().items():
+        torch.testing.assert_close(built[k], v)
+    # a resumed run reuses the folder instead of training again
+    monkeypatch.setattr(ws, "warm_start", lambda *a, **k: pytest.fail("trained twice"))
+    lines = []
+    assert ws.run_stage(cfg, tmp_path / "run", log=lines.append).train.init_selector == str(folder)
+    assert lines == [f"[warm-start] reusing {folder}"]
+
+
+def test_the_stage_is_a_no_op_when_off_and_refuses_a_missing_folder(tmp_path):
+    from pipeline.evidence_warm_start import run_stage
+
+    plain = load(TrainJobConfig, None, SMALL)
+    assert run_stage(plain, tmp_path) is plain
+    with pytest.raises(FileNotFoundError, match="train.warm_start.folder=.*nowhere.*questions.jsonl"):
+        run_stage(_stage_cfg(tmp_path / "nowhere"), tmp_path / "run")
+
+
+def test_warm_start_and_init_selector_are_exclusive_and_checked(tmp_path):
+    from pipeline.config_loader import ConfigError
+
+    with pytest.raises((ValueError, ConfigError), match="set one"):
+        _stage_cfg(tmp_path, [f"train.init_selector={tmp_path}"])
+    with pytest.raises((ValueError, ConfigError), match="must be >= 1"):
+        _stage_cfg(tmp_path, ["train.warm_start.steps=0"])

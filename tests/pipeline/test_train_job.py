@@ -51,3 +51,29 @@ def test_rerunning_a_finished_run_name_resumes_instead_of_restarting(ray_session
     assert '"step": 4' in meta
     steps = [m.step for m in MlflowClient(more.tracking_uri).get_metric_history(more.mlflow_run_id, "lm_loss")]
     assert steps == [1, 2, 3, 4]
+
+
+def test_the_warm_start_stage_runs_before_the_fit_and_once_per_run_name(ray_session, tmp_path, tiny_llava_dir,
+                                                                        synthvqa_test_folder):
+    from stepprune.checkpoint import load_checkpoint
+
+    from pipeline.train_job import run
+
+    over = train_overrides(tmp_path, tiny_llava_dir, **{
+        "train.max_steps": 1, "scaling.num_workers": 1, "deepspeed.enabled": False,
+        "train.warm_start.folder": str(synthvqa_test_folder), "train.warm_start.steps": 2,
+        "train.warm_start.batch_size": 2, "train.warm_start.teacher_k": 4, "train.warm_start.items": 8})
+    first = run(load(TrainJobConfig, "jobs/configs/embedded.yaml", over))
+    warm = tmp_path / "runs" / "t" / "warm_start" / "selector"
+    assert (warm / "selector.safetensors").is_file()
+    stamp = (warm / "selector.safetensors").stat().st_mtime_ns
+    client = MlflowClient(first.tracking_uri)
+    assert [m.step for m in client.get_metric_history(first.mlflow_run_id, "warm_start.L_ev")] == [2]
+    # the fit started from the warm start: one AdamW step at lr <= 1e-3 moves each weight by about lr at most,
+    # while an initialisation of its own would differ by the init scale (running statistics aside)
+    started, trained = load_checkpoint(warm).state_dict(), load_checkpoint(first.selector_dir).state_dict()
+    assert trained.keys() == started.keys()
+    weights = [k for k in started if started[k].is_floating_point() and not k.endswith(("mean_square", "value"))]
+    assert weights and max(float((trained[k] - started[k]).abs().max()) for k in weights) < 3e-3
+    more = run(load(TrainJobConfig, "jobs/configs/embedded.yaml", over + ["train.max_steps=2"]))
+    assert more.steps == 2 and (warm / "selector.safetensors").stat().st_mtime_ns == stamp  # not trained again

@@ -114,6 +114,33 @@ def test_bce_weight_follows_the_linear_curriculum(llava):
         m.train_forward(ctx, 0)
 
 
+def test_bce_is_the_clamped_formula_with_finite_gradients_where_the_mask_saturates():
+    from stepprune.methods.visionselector import bce
+
+    m = torch.tensor([[0.0, 1e-30, 0.3, 0.9, 1.0, 1.0]], requires_grad=True)
+    target = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0, 1.0]])
+    mask = torch.ones_like(target, dtype=torch.bool)
+    loss = bce(m, target, mask)
+    # -log clamped at -100 (m = 0 for a kept target, m = 1 for a dropped one), -log(1e-30), the interior terms, 0
+    want = (100 + 30 * math.log(10) - math.log(0.3) - math.log(0.1) + 100 + 0) / 6
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(m.grad).all()  # log(m).clamp_min(-100) sent 0 * inf = NaN back from the saturated entries
+    assert m.grad[0, 0] == 0 and m.grad[0, 4] == 0  # saturated the wrong way: the constant -100, no gradient
+    torch.testing.assert_close(m.grad[0, 2:], torch.tensor([-1 / 0.3, 1 / 0.1, 0.0, -1.0]) / 6)
+
+
+def test_training_with_spread_scores_keeps_every_gradient_finite(llava):
+    # scores spread by tens of units saturate the soft mask to exact 0s and 1s in fp32 (the embedded run's step 3)
+    m = _method(llava, scale=20)
+    ctx = _train_batch(llava)
+    out = m.train_forward(ctx, 19)
+    mask = m.last_diagnostics["mask"]
+    assert bool(((mask == 0) | (mask == 1)).any())
+    out.aux_loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.scorer.parameters())
+
+
 def test_inference_budgets_on_both_backbones_keep_original_positions(adapter):
     m = _method(adapter, scale=0.5, **({"budget": 64} if adapter.family == "llava" else {"ratio": 0.25}))
     ctx = context(adapter, n=2, seed=3)
