@@ -103,7 +103,8 @@ class WarmStartConfig:
     from scratch never made the selection read the question, while the same LM's gradient at a uniform gate points
     at the asked-about object. Measured there (``docs/results/selector_training.md``, 480 validation questions):
     the distilled selector alone beats random at K 64 (55.4 % against 48.4 %); 100 LM-loss steps of the embedded
-    default after it end at random's level (45.5 % against 48.3 % at K 69, 960 questions). Hence off by default.
+    default after it end at or below random's level (45.5 % against 48.3 % at K 69; as this stage, 41.6 % against
+    49.8 % at K 75; 960 questions). Hence off by default.
 
     It runs once, in the job's driver (single process, CPU threads), and writes ``<run>/warm_start/selector``,
     which the run then starts from as it would from ``train.init_selector``; a resumed run reuses that folder.
