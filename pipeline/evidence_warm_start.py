@@ -154,6 +154,7 @@ def run_stage(cfg: TrainJobConfig, run_dir: str | Path, *, log: Callable[[str], 
     else:
         from stepprune.benchmarks import get_benchmark
 
+        # The split folder itself, not the loader's fallbacks: given a folder of splits it would read "test".
         if not (Path(ws.folder) / "questions.jsonl").exists():
             raise FileNotFoundError(f"train.warm_start.folder={ws.folder}: no questions.jsonl (a SynthVQA native "
                                     "split, written with the corpus by the embedded default's data step)")
