@@ -7,7 +7,7 @@ default) points at SynthVQA's evidence labels; ``--teacher saliency`` is label-f
 by the frozen LM's answer-NLL gradient on a uniform gate, what the training job's ``train.warm_start`` stage runs
 before its LM-loss steps. Measure it with
 ``jobs/bench_selection_headroom.py --selectors``; fine-tune it with the LM loss with
-``python jobs/train.py <same overrides> train.init_selector=<out>``.
+``python jobs/train.py <same overrides> train.warm_start=null train.init_selector=<out>``.
 
     python jobs/warm_start_selector.py --steps 300 --out runs/warm_start/selector \\
         method.config.text_attention=split method.config.input_norm=true method.config.init_std=0.088

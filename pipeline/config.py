@@ -104,7 +104,9 @@ class WarmStartConfig:
     at the asked-about object. Measured there (``docs/results/selector_training.md``, 480 validation questions):
     the distilled selector alone beats random at K 64 (55.4 % against 48.4 %); 100 LM-loss steps of the embedded
     default after it end at or below random's level (45.5 % against 48.3 % at K 69; as this stage, 41.6 % against
-    49.8 % at K 75; 960 questions). Hence off by default.
+    49.8 % at K 75; 960 questions) when they train the whole selector. The embedded config (``jobs/configs/
+    embedded.yaml``) runs it and then trains only the stop (``trainable``): 47.3 % against random's 44.7 % at K 44.
+    None (off) in this dataclass's default and in the sweeps' trials.
 
     It runs once, in the job's driver (single process, CPU threads), and writes ``<run>/warm_start/selector``,
     which the run then starts from as it would from ``train.init_selector``; a resumed run reuses that folder.
@@ -151,6 +153,11 @@ class TrainConfig:
             checkpoint takes precedence.
         warm_start: run the label-free warm start (:class:`WarmStartConfig`) first and start from it (None: off;
             exclusive with ``init_selector``).
+        trainable: the method's parameters the LM-loss steps train, as name prefixes (``"decoder.stop"`` is
+            StepPrune's stop embedding e_STOP, ``"denoiser"`` its training-path denoiser); the rest stay as
+            initialised or loaded (None: all). Meant for a start from ``warm_start`` or ``init_selector``: with
+            every parameter but e_STOP frozen, the pointer's order of picks is the start's and the LM loss with
+            the length term learns only where to stop.
     """
 
     global_batch_size: int = 32
@@ -166,6 +173,11 @@ class TrainConfig:
     loss_per: LossPer = "token"
     init_selector: str | None = None
     warm_start: WarmStartConfig | None = None
+    trainable: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.trainable is not None and (not self.trainable or not all(p.strip() for p in self.trainable)):
+            raise ValueError("train.trainable: a non-empty list of parameter-name prefixes (or null for all)")
 
 
 @dataclasses.dataclass
@@ -279,7 +291,8 @@ class TrainJobConfig:
             raise ValueError("train.checkpoint_every must be a multiple of train.report_every")
         if t.warm_start is not None and t.init_selector:
             raise ValueError("train.warm_start and train.init_selector both name the selector to start from; "
-                             "set one")
+                             "set one (the embedded default runs the warm start: add train.warm_start=null to start "
+                             "from train.init_selector instead)")
         if self.validate.every is not None and self.validate.every % t.report_every:
             raise ValueError("validate.every must be a multiple of train.report_every")
 

@@ -203,6 +203,8 @@ def field_paths(cls: type) -> set[str]:
         sub = next((a for a in inner if dataclasses.is_dataclass(a)), None)
         if sub is not None:
             out |= {f"{f.name}.{p}" for p in field_paths(sub)}
+            if len(inner) < len(typing.get_args(tp)):  # an optional section: the key itself takes null
+                out.add(f.name)
         else:
             out.add(f.name)
     return out

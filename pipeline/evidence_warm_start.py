@@ -91,7 +91,9 @@ def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, st
         raise ValueError("evidence warm start: no question records evidence (meta['evidence']): use SynthVQA"
                          if teacher == "evidence" else "warm start: no question to learn from")
     torch.manual_seed(seed)
-    model = build_model(cfg, torch.device("cpu"))
+    # ``train.trainable`` restricts the LM-loss steps after this stage; the warm start trains what L_ev reaches.
+    model = build_model(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, trainable=None)),
+                        torch.device("cpu"))
     adapter, method = model.adapter, model.method
     if not hasattr(method, "decoder"):
         raise ValueError(f"evidence warm start: {method.name} has no pointer decoder to supervise (StepPrune only)")

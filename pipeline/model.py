@@ -47,7 +47,25 @@ def build_model(cfg: TrainJobConfig, device: torch.device,
         method.bind(adapter)
     if cfg.train.init_selector:
         init_from(method, cfg.train.init_selector, adapter)
+    if cfg.train.trainable is not None:
+        freeze_except(method, cfg.train.trainable)
     return stepprune.PrunedVLM(adapter, method, loss_per=cfg.train.loss_per)
+
+
+def freeze_except(method: torch.nn.Module, prefixes: list[str]) -> None:
+    """Leaves only the parameters whose names start with one of ``prefixes`` trainable (``train.trainable``).
+
+    Raises:
+        ValueError: naming a prefix that matches no parameter, with the method's top-level parameter groups.
+    """
+    names = [n for n, _ in method.named_parameters()]
+    for prefix in prefixes:
+        if not any(n == prefix or n.startswith(prefix.rstrip(".") + ".") for n in names):
+            groups = sorted({".".join(n.split(".")[:2]) for n in names})
+            raise ValueError(f"train.trainable: {prefix!r} names no parameter of the {method.name} method; "
+                             f"its groups: {groups}")
+    for n, p in method.named_parameters():
+        p.requires_grad_(any(n == x or n.startswith(x.rstrip(".") + ".") for x in prefixes))
 
 
 def init_from(method: stepprune.PruningMethod, folder: str, adapter: stepprune.BackboneAdapter) -> None:

@@ -146,3 +146,19 @@ def test_warm_start_and_init_selector_are_exclusive_and_checked(tmp_path):
         _stage_cfg(tmp_path, [f"train.init_selector={tmp_path}"])
     with pytest.raises((ValueError, ConfigError), match="must be >= 1"):
         _stage_cfg(tmp_path, ["train.warm_start.steps=0"])
+
+
+def test_the_warm_start_trains_the_encoder_whatever_train_trainable_leaves_to_the_lm_steps(
+        synthvqa_test_folder, tmp_path, one_thread):
+    from stepprune.checkpoint import load_checkpoint
+
+    # train.trainable=[decoder.stop] is for the LM-loss steps after the stage; the stage itself must still train
+    # the encoder and first pointer step (it once built its model frozen, and L_ev hardly moved)
+    cfg = load(TrainJobConfig, None, SMALL + ["train.trainable=[decoder.stop]"])
+    out = warm_start(cfg, synthvqa.load(synthvqa_test_folder, limit=4), tmp_path / "sel", steps=2, batch_size=2,
+                     seed=0, log=lambda _: None)
+    torch.manual_seed(0)
+    init = build_model(load(TrainJobConfig, None, SMALL), torch.device("cpu")).method.state_dict()
+    saved = load_checkpoint(out).state_dict()
+    moved = {k for k in init if init[k].is_floating_point() and not torch.equal(init[k], saved[k])}
+    assert any(k.startswith("encoder.") for k in moved) and "decoder.pointer_q.weight" in moved

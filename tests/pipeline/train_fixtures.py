@@ -47,6 +47,11 @@ def train_overrides(root: Path, backbone: Path, **extra) -> list[str]:
         "storage.root": str(root / "runs"),
         "storage.name": "t",
         "eval.enabled": False,
-        **extra,
+        # the embedded default's warm start reads SynthVQA's native training split, which this corpus has not
+        "train.warm_start": None,
+        "train.trainable": None,
     }
+    if any(k.startswith("train.warm_start.") for k in extra):
+        del values["train.warm_start"]
+    values.update(extra)
     return [f"{k}={'null' if v is None else v}" for k, v in values.items()]
