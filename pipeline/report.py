@@ -213,8 +213,9 @@ def build(cfg: ReportConfig) -> str:
     if cfg.table4_run:
         t4 = runs.find(cfg.table4_run)
         provenance.append(_provenance(t4))
-        lines += ["## Table 4 in miniature: ablations at K ≈ 64", "", runs.text(t4.info.run_id, "tables/table1.md"),
-                  ""]
+        lines += ["## Table 4 in miniature: ablations", "",
+                  "Each StepPrune row chooses its own K (the kept column); the matrix config names the budget of "
+                  "its reference rows.", "", runs.text(t4.info.run_id, "tables/table1.md"), ""]
         if cfg.ablation_labels:
             rows4 = {r["method"]: r for r in _retention_rows(runs.text(t4.info.run_id, "tables/table1.csv"))}
             vals = [float(rows4[x]["avg_retention%"]) if x in rows4 and rows4[x]["avg_retention%"] else float("nan")
