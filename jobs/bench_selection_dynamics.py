@@ -8,6 +8,9 @@ questions that record their evidence patches. Prints one table per seed and one 
         method.config.per_sample_k=true method.config.tau=0.3 method.config.k_max=32
 
 Dotted overrides as in every job; ``train.max_steps`` is set to ``--steps`` so the schedules run their course.
+The embedded config's warm start and stop-only stage are off here (``pipeline.config.SPEC_SINGLE_STAGE``): the
+bench follows the LM loss training the whole selector; overrides such as ``train.trainable=[decoder.stop]
+train.init_selector=<folder>`` put them back.
 """
 
 import argparse
@@ -17,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a fresh clone without installing
 
-from pipeline.config import TrainJobConfig  # noqa: E402
+from pipeline.config import SPEC_SINGLE_STAGE, TrainJobConfig  # noqa: E402
 from pipeline.config_loader import ConfigError, load  # noqa: E402
 
 DEFAULT = str(Path(__file__).resolve().parent / "configs" / "embedded.yaml")
@@ -33,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. method.config.tau=0.3")
     args = parser.parse_args(argv)
     try:
-        cfg = load(TrainJobConfig, args.config, args.overrides)
-        cfg = load(TrainJobConfig, args.config, args.overrides + [
+        cfg = load(TrainJobConfig, args.config, SPEC_SINGLE_STAGE + args.overrides)
+        cfg = load(TrainJobConfig, args.config, SPEC_SINGLE_STAGE + args.overrides + [
             "scaling.num_workers=1", f"train.global_batch_size={cfg.train.micro_batch_size * cfg.grad_accum}",
             "scaling.use_gpu=false", f"train.max_steps={args.steps}"])
     except ConfigError as e:

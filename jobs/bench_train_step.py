@@ -10,6 +10,8 @@ conversations. See ``pipeline/train_bench.py`` for exactly what is timed.
 
 ``--backbone NAME`` replaces ``backbone.path`` by a random-weight model at a real config
 (``stepprune.efficiency.backbones.REAL_CONFIGS``) in the config's backbone dtype; dotted overrides as in every job.
+It times the LM-loss step that trains the whole selector (``pipeline.config.SPEC_SINGLE_STAGE``: the embedded
+config's warm start and stop-only stage are off unless the overrides put them back).
 """
 
 import argparse
@@ -19,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a fresh clone without installing
 
-from pipeline.config import TrainJobConfig  # noqa: E402
+from pipeline.config import SPEC_SINGLE_STAGE, TrainJobConfig  # noqa: E402
 from pipeline.config_loader import ConfigError, load  # noqa: E402
 
 DEFAULT = str(Path(__file__).resolve().parent / "configs" / "embedded.yaml")
@@ -38,10 +40,10 @@ def main(argv: list[str] | None = None) -> None:
 
     device = torch.device(args.device)
     try:
-        cfg = load(TrainJobConfig, args.config, args.overrides)
+        cfg = load(TrainJobConfig, args.config, SPEC_SINGLE_STAGE + args.overrides)
         # One worker doing what each of the job's workers does: the same micro-batch and accumulation.
         per_worker = cfg.train.micro_batch_size * cfg.grad_accum
-        cfg = load(TrainJobConfig, args.config, args.overrides + [
+        cfg = load(TrainJobConfig, args.config, SPEC_SINGLE_STAGE + args.overrides + [
             "scaling.num_workers=1", f"train.global_batch_size={per_worker}",
             f"scaling.use_gpu={str(device.type == 'cuda').lower()}"])
     except ConfigError as e:

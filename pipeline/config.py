@@ -133,6 +133,12 @@ class WarmStartConfig:
             raise ValueError("train.warm_start: steps, batch_size, teacher_k and items must be >= 1")
 
 
+# Dotted overrides that turn the embedded config's two stages (warm start, then stop-only LM steps) back into the
+# spec's single stage, where the LM loss trains the whole selector from its initialisation. The single-process
+# benches that measure that LM-loss path put them before the user's overrides.
+SPEC_SINGLE_STAGE = ["train.warm_start=null", "train.trainable=null"]
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Steps, batch sizes and reporting.

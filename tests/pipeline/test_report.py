@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline.report import build, spearman
+from pipeline.report import build, retention_without_low_columns, spearman
 from pipeline.report_config import OperatingPoint, ReportConfig
 from pipeline.tracking import MlflowTracker, log_provenance
 
@@ -50,3 +50,20 @@ def test_report_from_runs(tmp_path, monkeypatch):
     assert "| `synthvqa_table1` | `jobs/eval_matrix.py --config m.yaml` |" in text and "| 1.5 |" in text
     assert (tmp_path / "docs" / "f" / "fig4_k_histogram.png").stat().st_size > 1000
     assert "![K vs complexity](f/fig4_k_vs_complexity.png)" in text
+
+
+def test_the_sensitivity_check_drops_the_columns_where_vanilla_scores_low(tmp_path):
+    import csv
+    import io
+
+    text = ("backbone,method,budget,a,b,a ratio%,b ratio%,avg_retention%,token_recall,kept_mean\n"
+            "tiny,vanilla,all,80,20,100.0,100.0,100.0,1.0,576\n"
+            "tiny,random,44,60,10,75.0,50.0,62.5,0.1,44\n"
+            "tiny,StepPrune,all,56,30,70.0,150.0,110.0,0.6,43\n")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    dropped, alt = retention_without_low_columns(rows, 30.0)
+    assert dropped == ["b"]
+    # the headline Avg. puts StepPrune ahead only through b's 150 % (30 of 20)
+    assert alt == {"vanilla": 100.0, "random @ 44": 75.0, "StepPrune": 70.0}
+    assert retention_without_low_columns(rows, 10.0) == ([], {"vanilla": 100.0, "random @ 44": 62.5,
+                                                              "StepPrune": 110.0})

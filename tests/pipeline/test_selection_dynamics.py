@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import TrainJobConfig
+from pipeline.config import SPEC_SINGLE_STAGE, TrainJobConfig
 from pipeline.config_loader import load
 from pipeline.selection_dynamics import evidence_recall, run
 from stepprune.benchmarks import synthvqa
@@ -22,7 +22,7 @@ def folder(synthvqa_test_folder):
 
 
 def _cfg(folder, *extra):
-    return load(TrainJobConfig, str(ROOT / "jobs" / "configs" / "embedded.yaml"), [
+    return load(TrainJobConfig, str(ROOT / "jobs" / "configs" / "embedded.yaml"), SPEC_SINGLE_STAGE + [
         "scaling.num_workers=1", "train.global_batch_size=2", "train.micro_batch_size=2", "train.max_steps=2",
         f"eval.folder={folder}", "method.config.k_max=16", "deepspeed.enabled=false", *extra])
 
