@@ -93,13 +93,14 @@ def _retention_rows(table_csv: str) -> list[dict[str, str]]:
 
 
 def retention_without_low_columns(rows: list[dict[str, str]], min_vanilla: float) -> tuple[list[str], dict[str, float]]:
-    """Avg. retention recomputed without the columns where vanilla scores under ``min_vanilla`` (in %).
+    """Avg. retention recomputed without the columns where vanilla's raw score is under ``min_vanilla``.
 
-    A ratio to a small vanilla score swings with a handful of questions (SynthVQA's MMBench-style column: about 20 %
-    vanilla on 23-55 questions), so the report shows how much the headline Avg. rests on such columns.
+    A ratio to a small vanilla score swings with a handful of questions (SynthVQA's MMBench-style column: vanilla
+    about 0.2 on 23-55 questions), so the report shows how much the headline Avg. rests on such columns.
 
     Args:
         rows: Table 1's CSV rows (:func:`pipeline.tables.csv_text`), vanilla among them.
+        min_vanilla: in the columns' own units (SynthVQA's family scores are accuracies in [0, 1]).
 
     Returns:
         The dropped columns and, per row label (``method`` or ``method @ budget``), the mean of its remaining ratios.
@@ -213,7 +214,7 @@ def build(cfg: ReportConfig) -> str:
             if dropped and op.stepprune_label in alt:
                 top = max(rivals, key=rivals.get, default=None)
                 checks.append(
-                    f"  - without the columns where vanilla scores under {cfg.sensitivity_min_vanilla:g} % "
+                    f"  - without the columns where vanilla scores under {cfg.sensitivity_min_vanilla:g} "
                     f"({', '.join(dropped)}): StepPrune {alt[op.stepprune_label]:.1f}% vs best other "
                     + (f"{top[: -len(suffix)]} {rivals[top]:.1f}%" if top else "none")
                     + f" — {'still ahead' if top is None or alt[op.stepprune_label] >= rivals[top] else 'behind'}"

@@ -57,13 +57,13 @@ def test_the_sensitivity_check_drops_the_columns_where_vanilla_scores_low(tmp_pa
     import io
 
     text = ("backbone,method,budget,a,b,a ratio%,b ratio%,avg_retention%,token_recall,kept_mean\n"
-            "tiny,vanilla,all,80,20,100.0,100.0,100.0,1.0,576\n"
-            "tiny,random,44,60,10,75.0,50.0,62.5,0.1,44\n"
-            "tiny,StepPrune,all,56,30,70.0,150.0,110.0,0.6,43\n")
+            "tiny,vanilla,all,0.8,0.2,100.0,100.0,100.0,1.0,576\n"
+            "tiny,random,44,0.6,0.1,75.0,50.0,62.5,0.1,44\n"
+            "tiny,StepPrune,all,0.56,0.3,70.0,150.0,110.0,0.6,43\n")
     rows = list(csv.DictReader(io.StringIO(text)))
-    dropped, alt = retention_without_low_columns(rows, 30.0)
+    dropped, alt = retention_without_low_columns(rows, 0.3)
     assert dropped == ["b"]
-    # the headline Avg. puts StepPrune ahead only through b's 150 % (30 of 20)
+    # the headline Avg. puts StepPrune ahead only through b's 150 % (0.3 of 0.2)
     assert alt == {"vanilla": 100.0, "random @ 44": 75.0, "StepPrune": 70.0}
-    assert retention_without_low_columns(rows, 10.0) == ([], {"vanilla": 100.0, "random @ 44": 62.5,
+    assert retention_without_low_columns(rows, 0.1) == ([], {"vanilla": 100.0, "random @ 44": 62.5,
                                                               "StepPrune": 110.0})
