@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import yaml
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train import ScalingConfig as RayScaling
 from ray.train.torch import TorchTrainer
@@ -172,9 +173,41 @@ def fit(cfg: TrainJobConfig, tracker: MlflowTracker, uri: str, callbacks: tuple 
     return result
 
 
+# What may differ between a run and its resumption: how long and how often, the fault injection of the tests, where
+# results are copied and logged, and the held-out check after training. Anything else would continue a run under
+# a config that did not train its checkpoint (and MLflow keeps a run's first parameter values).
+RESUMABLE_CHANGES = ("train.max_steps", "train.report_every", "train.checkpoint_every", "train.num_to_keep",
+                     "train.threads_per_worker", "train.fail_at_step", "train.fail_rank", "scaling.", "storage.export",
+                     "tracking.", "ray.", "eval.", "validate.")
+
+
+def check_resumable(cfg: TrainJobConfig, run_dir: Path) -> None:
+    """Refuses to resume ``run_dir`` (a run name trained before) under a config that differs from the one it was
+    trained with, except in :data:`RESUMABLE_CHANGES`. A key the saved config lacks (written by an older version)
+    counts as null.
+
+    Raises:
+        ValueError: naming the run folder, the differing keys with both values, and the two ways out.
+    """
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.exists():
+        return
+    old = flatten(yaml.safe_load(saved_file.read_text()) or {})
+    new = flatten(to_dict(cfg))
+    differ = sorted(k for k in set(old) | set(new)
+                    if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    if differ:
+        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
+        more = f" (and {len(differ) - 8} more)" if len(differ) > 8 else ""
+        raise ValueError(f"{run_dir} holds a run trained with another config ({shown}{more}); re-running a run name "
+                         f"resumes it. Use another storage.name, or delete {run_dir} and "
+                         f"{Path(cfg.storage.root) / 'ray' / cfg.storage.name} to start it again.")
+
+
 def open_run(cfg: TrainJobConfig, parent_run_id: str | None = None) -> tuple[MlflowTracker, str]:
     """The job's MLflow run (created, or re-attached for a resumed run name), with the config logged."""
     run_dir = Path(cfg.storage.root) / cfg.storage.name
+    check_resumable(cfg, run_dir)
     uri = cfg.tracking.uri or default_tracking_uri(cfg.storage.root)
     tracker = _mlflow_run(cfg, run_dir, uri, parent_run_id)
     tracker.log_params(flatten(cfg))
