@@ -26,9 +26,13 @@ DEFAULT = str(Path(__file__).resolve().parent / "configs" / "embedded.yaml")
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse(TrainJobConfig, argv, DEFAULT, "Train a pruning selector on a frozen backbone.")
+    from pipeline.config_loader import ConfigError
     from pipeline.train_job import run
 
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except ConfigError as e:  # e.g. a run name trained under another config: say so without a traceback
+        sys.exit(f"config error: {e}")
     print(summary.render(), flush=True)
 
 

@@ -26,7 +26,7 @@ from ray.train.torch import TorchTrainer
 
 from pipeline.cluster import init_ray
 from pipeline.config import TrainJobConfig
-from pipeline.config_loader import config_hash, dump, flatten, to_dict
+from pipeline.config_loader import ConfigError, config_hash, dump, flatten, to_dict
 from pipeline.data import RecordGuard, prepare_shards, training_dataset
 from pipeline.tracking import MlflowTracker, default_tracking_uri, log_provenance
 from pipeline.train_loop import train_loop_per_worker
@@ -187,7 +187,7 @@ def check_resumable(cfg: TrainJobConfig, run_dir: Path) -> None:
     counts as null.
 
     Raises:
-        ValueError: naming the run folder, the differing keys with both values, and the two ways out.
+        ConfigError: naming the run folder, the differing keys with both values, and the two ways out.
     """
     saved_file = run_dir / "config.yaml"
     if not saved_file.exists():
@@ -199,7 +199,7 @@ def check_resumable(cfg: TrainJobConfig, run_dir: Path) -> None:
     if differ:
         shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
         more = f" (and {len(differ) - 8} more)" if len(differ) > 8 else ""
-        raise ValueError(f"{run_dir} holds a run trained with another config ({shown}{more}); re-running a run name "
+        raise ConfigError(f"{run_dir} holds a run trained with another config ({shown}{more}); re-running a run name "
                          f"resumes it. Use another storage.name, or delete {run_dir} and "
                          f"{Path(cfg.storage.root) / 'ray' / cfg.storage.name} to start it again.")
 
