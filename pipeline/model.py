@@ -58,14 +58,17 @@ def freeze_except(method: torch.nn.Module, prefixes: list[str]) -> None:
     Raises:
         ValueError: naming a prefix that matches no parameter, with the method's top-level parameter groups.
     """
+    def under(name: str, prefix: str) -> bool:  # whole name parts: "decoder.st" is not "decoder.stop"
+        return name == prefix or name.startswith(prefix.rstrip(".") + ".")
+
     names = [n for n, _ in method.named_parameters()]
     for prefix in prefixes:
-        if not any(n == prefix or n.startswith(prefix.rstrip(".") + ".") for n in names):
+        if not any(under(n, prefix) for n in names):
             groups = sorted({".".join(n.split(".")[:2]) for n in names})
             raise ValueError(f"train.trainable: {prefix!r} names no parameter of the {method.name} method; "
                              f"its groups: {groups}")
     for n, p in method.named_parameters():
-        p.requires_grad_(any(n == x or n.startswith(x.rstrip(".") + ".") for x in prefixes))
+        p.requires_grad_(any(under(n, x) for x in prefixes))
 
 
 def init_from(method: stepprune.PruningMethod, folder: str, adapter: stepprune.BackboneAdapter) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from pipeline.report_config import ReportConfig
-from pipeline.tables import fig4
+from pipeline.tables import fig4, row_label
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -115,8 +115,7 @@ def retention_without_low_columns(rows: list[dict[str, str]], min_vanilla: float
     for r in rows:
         vals = [float(r[f"{c} ratio%"]) for c in kept if r.get(f"{c} ratio%") not in (None, "")]
         if vals and len(vals) == len(kept):
-            label = r["method"] if r["budget"] in ("", "all") else f"{r['method']} @ {r['budget']}"
-            out[label] = sum(vals) / len(vals)
+            out[row_label(r["method"], r["budget"])] = sum(vals) / len(vals)
     return dropped, out
 
 

@@ -39,7 +39,12 @@ class Row:
 
     @property
     def label(self) -> str:
-        return self.method if self.budget in ("", "all") else f"{self.method} @ {self.budget}"
+        return row_label(self.method, self.budget)
+
+
+def row_label(method: str, budget: str) -> str:
+    """A table row's label: the method, with `` @ budget`` unless it ran at every budget (adaptive, references)."""
+    return method if budget in ("", "all") else f"{method} @ {budget}"
 
 
 def columns_of(benchmark: str) -> list[tuple[str, str]]:

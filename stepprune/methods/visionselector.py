@@ -145,15 +145,16 @@ class ImportanceScorer(nn.Module):
 def bce(m: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Mean binary cross-entropy of soft values ``m`` against 0/1 ``target`` over the valid entries, fp32.
 
-    Logs are clamped at -100 like ``F.binary_cross_entropy`` (which refuses CUDA autocast, hence by hand). Where
-    ``m`` has saturated to exactly 0 or 1 the log is the constant -100 with no gradient: ``log(m).clamp_min(-100)``
-    would send 0 * inf = NaN back through the clamp, which is what made every step of the embedded VisionSelector
-    run non-finite once its scores spread (DeepSpeed skipped them all; DDP turned the weights to NaN).
+    Like ``F.binary_cross_entropy`` (which refuses CUDA autocast, hence by hand) a saturated log is -100: where
+    ``m`` is exactly 0 or 1 the log is that constant, with no gradient. ``log(m).clamp_min(-100)`` would send
+    0 * inf = NaN back through the clamp, which is what made every step of the embedded VisionSelector run
+    non-finite once its scores spread (DeepSpeed skipped them all; DDP turned the weights to NaN). Elsewhere the
+    fp32 logs are at least log(tiny) = -87.3 (log m) and log(2^-24) = -16.6 (log(1 - m)), so no further clamp acts.
     """
     m, target = m.float(), target.float()
-    tiny = torch.finfo(torch.float32).tiny  # log(tiny) = -87.3: finite value and gradient on the unused branch
-    log_m = torch.where(m > 0, torch.log(m.clamp_min(tiny)), -100.0).clamp_min(-100.0)
-    log_not = torch.where(m < 1, torch.log1p(-m.clamp_max(1.0 - 2.0 ** -24)), -100.0).clamp_min(-100.0)
+    tiny = torch.finfo(torch.float32).tiny  # finite value and gradient on the branch torch.where does not take
+    log_m = torch.where(m > 0, torch.log(m.clamp_min(tiny)), -100.0)
+    log_not = torch.where(m < 1, torch.log1p(-m.clamp_max(1.0 - 2.0 ** -24)), -100.0)
     per = -(target * log_m + (1.0 - target) * log_not)
     w = mask.float()
     return (per * w).sum() / w.sum().clamp_min(1.0)
