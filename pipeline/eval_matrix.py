@@ -72,6 +72,14 @@ def expand(cfg: MatrixConfig) -> list[Cell]:
             for budget, ratio in settings:
                 for bench in cfg.benchmarks:
                     cells.append(Cell(bb.name, bb.path, m, budget, ratio, bench))
+    # Two entries with one label (e.g. a learned method trained once per budget) must not share a cell: the second
+    # would overwrite the first's folder and table row.
+    seen: dict[Path, MatrixMethod] = {}
+    for c in cells:
+        if c.path in seen:
+            raise ValueError(f"eval matrix: two methods write cell {c.path} ({seen[c.path]} and {c.method}); give "
+                             "them different labels or budgets")
+        seen[c.path] = c.method
     return cells
 
 

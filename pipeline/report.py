@@ -160,27 +160,37 @@ def build(cfg: ReportConfig) -> str:
     provenance, lines, checks = [], [], []
 
     # ---- operating points
-    swept = any(op.sweep_run for op in cfg.operating_points)
+    swept = [op.budget for op in cfg.operating_points if op.sweep_run]
     lines += ["## Operating points", "",
-              "StepPrune's knobs were chosen by one sweep per target mean K on the **validation** split "
-              "(objective: accuracy − |K − target| / target), then trained at full scale." if swept else
-              "No sweep chose these settings: each StepPrune row is the training run named below, with its "
-              "config's knobs as they are.", ""]
+              (f"StepPrune's knobs at {', '.join(map(str, swept))} were chosen by one sweep per target mean K on the "
+               "**validation** split (objective: accuracy − |K − target| / target), then trained at full scale. "
+               if swept else "") + "A row without a sweep is the training run named below, with its config's knobs "
+              "as they are. Held-out: the training job's check on the validation split, against random pruning at "
+              "the same mean K.", ""]
     for op in cfg.operating_points:
+        lines += [f"### K ≈ {op.budget}: `{op.stepprune_label}`", ""]
         if op.sweep_run:
             run = runs.find(op.sweep_run)
             provenance.append(_provenance(run))
             best = json.loads(runs.text(run.info.run_id, "best_params.json"))["best_params"]
-            lines += [f"### Target K ≈ {op.budget}", "", f"Chosen setting: `{json.dumps(best)}`", "",
-                      runs.text(run.info.run_id, "trials.md"), ""]
+            setting = {k[len("setting."):]: v for k, v in run.data.params.items() if k.startswith("setting.")}
+            lines += [f"Sweep `{op.sweep_run}`" + (f", setting `{json.dumps(setting)}`" if setting else "")
+                      + f"; chosen values: `{json.dumps(best)}`", "", runs.text(run.info.run_id, "trials.md"), ""]
         if op.train_run:
             run = runs.find(op.train_run)
             provenance.append(_provenance(run))
             m = run.data.metrics
             steps = int(m.get("step", float(run.data.params.get("train.max_steps", 0))))
+            held = ""
+            if "heldout.stepprune.accuracy" in m and "heldout.random.accuracy" in m:
+                held = (f" Held-out: {100 * m['heldout.stepprune.accuracy']:.1f} % at mean K "
+                        f"{m['heldout.stepprune.mean_kept']:.1f}, random {100 * m['heldout.random.accuracy']:.1f} % "
+                        f"at {m['heldout.random.mean_kept']:.0f}"
+                        + (f", vanilla {100 * m['heldout.vanilla.accuracy']:.1f} %" if "heldout.vanilla.accuracy"
+                           in m else "") + ".")
             lines += [f"Training run `{op.train_run}`: {steps} steps, final LM loss "
-                      f"{m.get('lm_loss', float('nan')):.3f}, training mean K {m.get('K_mean', float('nan')):.1f}.",
-                      ""]
+                      f"{m.get('lm_loss', float('nan')):.3f}, training mean K {m.get('K_mean', float('nan')):.1f}."
+                      + held, ""]
     for name in cfg.other_runs:
         provenance.append(_provenance(runs.find(name)))
 

@@ -25,9 +25,10 @@ import ray
 from ray import tune
 
 from pipeline.config import TrainJobConfig
-from pipeline.config_loader import dump, flatten, from_dict, load, to_dict
-from pipeline.tracking import MlflowTracker, default_tracking_uri, log_provenance
-from pipeline.tune_space import TRIAL_DRIVER_CPU, TuneSpace, derived_concurrency, trial_overrides
+from pipeline.config_loader import config_hash, dump, flatten, from_dict, load, to_dict
+from pipeline.tracking import MlflowTracker, absolute_uri, default_tracking_uri, log_provenance
+from pipeline.tune_space import (TRIAL_DRIVER_CPU, TuneSpace, derived_concurrency, setting_overrides,
+                                 trial_overrides)
 
 
 @contextlib.contextmanager
@@ -50,7 +51,7 @@ def _trial(config: dict[str, Any]) -> None:
     space = from_dict(TuneSpace, config["space"])
     params = config["params"]
     trial_id = tune.get_context().get_trial_id()
-    overrides = trial_overrides(space, params) + [
+    overrides = trial_overrides(space, params) + list(config.get("shared_overrides", ())) + [
         f"storage.root={config['trials_root']}", f"storage.name=trial_{trial_id}",
         f"tracking.experiment={space.tracking.experiment}", "eval.enabled=false"]
     if config.get("tracking_uri"):
@@ -67,9 +68,30 @@ def _trial(config: dict[str, Any]) -> None:
         raise result.error
 
 
+def shared_warm_start(base: TrainJobConfig, root: Path) -> list[str]:
+    """Trains the base config's warm start (``train.warm_start``) once for the whole sweep; returns the overrides
+    that start every trial from it (none when the base config has no warm start).
+
+    :func:`pipeline.tune_space.validate_space` has checked that no sampled key changes what the warm start trains,
+    so each trial is the run its config describes, minus 7 minutes (the embedded warm start on 2 cores). The
+    folder is named by a hash of what the warm start reads (backbone, method, its own section, seed): a re-run
+    sweep reuses it, and a sweep whose fixed overrides changed any of those trains a new one.
+    """
+    if base.train.warm_start is None:
+        return []
+    from pipeline.evidence_warm_start import run_stage
+
+    key = config_hash({"backbone": to_dict(base.backbone), "method": to_dict(base.method),
+                       "warm_start": to_dict(base.train.warm_start), "seed": base.train.seed})
+    started = run_stage(base, root / f"warm_start_{key}", log=lambda line: print(line, flush=True))
+    return ["train.warm_start=null", f"train.init_selector={started.train.init_selector}"]
+
+
 def _best_yaml(space: TuneSpace, params: dict[str, Any], path: Path) -> TrainJobConfig:
-    """Writes the base training config with the best values (and the operating point's validation target)."""
-    over = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in params.items()]
+    """Writes the base training config with the space's setting, the best values and the operating point's
+    validation target (not the trials' reduced-scale overrides)."""
+    over = setting_overrides(space) + [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                                       for k, v in params.items()]
     if space.target_k is not None:
         over.append(f"validate.target_k={space.target_k}")
     cfg = load(TrainJobConfig, space.base_config, over)
@@ -88,7 +110,8 @@ def run(space: TuneSpace) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     base = absolutize(load(TrainJobConfig, space.base_config, trial_overrides(space, {})))
     ensure_data(base)  # once, shared by every trial
-    uri = space.tracking.uri or default_tracking_uri(root)
+    shared = shared_warm_start(base, root)
+    uri = absolute_uri(space.tracking.uri) or default_tracking_uri(root)  # trials run in their own directories
     parent_file = root / "mlflow_parent_run_id"
     parent = (MlflowTracker(uri, run_id=parent_file.read_text().strip()) if parent_file.exists() else
               MlflowTracker(uri, space.tracking.experiment, run_name=space.name, tags={"job": "sweep"}))
@@ -106,6 +129,7 @@ def run(space: TuneSpace) -> dict[str, Any]:
         "parent_run_id": parent.run_id,
         "tracking_uri": uri,
         "driver_cwd": os.getcwd(),
+        "shared_overrides": shared,
     }
     trainable = tune.with_resources(_trial, {"cpu": TRIAL_DRIVER_CPU})
     exp_dir = root / "tune" / space.name
@@ -118,8 +142,8 @@ def run(space: TuneSpace) -> dict[str, Any]:
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, scheduler=scheduler,
-                                        search_alg=search_for(space),
-                                        num_samples=space.num_samples, max_concurrent_trials=concurrency),
+                                        search_alg=search_for(space, concurrency),
+                                        num_samples=space.num_samples),
             run_config=tune.RunConfig(name=space.name, storage_path=str(root / "tune"), verbose=1),
         )
     results = list(tuner.fit())
@@ -149,11 +173,17 @@ def run(space: TuneSpace) -> dict[str, Any]:
             "concurrency": concurrency}
 
 
-def search_for(space: TuneSpace) -> Any:
-    """Random search over the space, seeded by the space's seed (the same file draws the same trials)."""
+def search_for(space: TuneSpace, max_concurrent: int = 0) -> Any:
+    """Random search over the space, seeded by the space's seed (the same file draws the same trials), running at
+    most ``max_concurrent`` trials at once (0: no limit).
+
+    The limit must be given here: Tune ignores ``TuneConfig.max_concurrent_trials`` when the search algorithm is a
+    ``BasicVariantGenerator`` passed in (a warning, not an error), and on a 2-core machine three trials then start
+    at once and two fail waiting 60 s for their training worker's CPUs.
+    """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=space.seed)
+    return BasicVariantGenerator(random_state=space.seed, max_concurrent=max_concurrent)
 
 
 def close_trial_runs(parent: MlflowTracker, results: list[Any], max_t: int | None) -> None:

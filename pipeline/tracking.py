@@ -26,6 +26,15 @@ def default_tracking_uri(storage_root: str | Path) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
+def absolute_uri(uri: str | None) -> str | None:
+    """A local sqlite URI with its database path resolved against the current directory (``sqlite:///runs/x.db``
+    names ``./runs/x.db``); any other URI unchanged. Ray Train workers and Tune trials run in other directories,
+    where the relative path would name another (new, empty) store."""
+    if not uri or not uri.startswith("sqlite:///") or uri.startswith("sqlite:////"):
+        return uri
+    return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+
+
 def artifact_root(uri: str) -> str | None:
     """Where a new experiment of a local sqlite store keeps its artifacts: ``<db folder>/mlartifacts`` (absolute),
     so a run's files live beside its database instead of in ``./mlruns`` of whatever directory the process

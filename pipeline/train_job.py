@@ -28,7 +28,7 @@ from pipeline.cluster import init_ray
 from pipeline.config import TrainJobConfig
 from pipeline.config_loader import ConfigError, config_hash, dump, flatten, to_dict
 from pipeline.data import RecordGuard, prepare_shards, training_dataset
-from pipeline.tracking import MlflowTracker, default_tracking_uri, log_provenance
+from pipeline.tracking import MlflowTracker, absolute_uri, default_tracking_uri, log_provenance
 from pipeline.train_loop import train_loop_per_worker
 
 
@@ -88,6 +88,7 @@ def absolutize(cfg: TrainJobConfig) -> TrainJobConfig:
         train=dataclasses.replace(cfg.train, init_selector=a(cfg.train.init_selector),
                                   warm_start=cfg.train.warm_start and dataclasses.replace(
                                       cfg.train.warm_start, folder=a(cfg.train.warm_start.folder))),
+        tracking=dataclasses.replace(cfg.tracking, uri=absolute_uri(cfg.tracking.uri)),
     )
 
 

@@ -1,6 +1,7 @@
 """Ray Tune search spaces as YAML (``tune_spaces/*.yaml``), validated against the training job's config.
 
-A space names a base training config, the reduced-scale overrides every trial runs with, one distribution per
+A space names a base training config, the operating point's fixed settings (kept in the chosen config), the
+reduced-scale overrides every trial runs with, one distribution per
 dotted config key, the metric and mode, the scheduler, and the operating point (``target_k``) that the
 validation objective pulls the mean number of kept tokens towards. Every key must name a real field of
 :class:`pipeline.config.TrainJobConfig`; keys under ``method.config.`` must be fields of the method's own
@@ -77,7 +78,9 @@ class TuneSpace:
 
     Attributes:
         base_config: the training YAML every trial starts from.
-        overrides: dotted overrides applied to every trial (the reduced scale: steps, validation cadence).
+        setting: dotted overrides that define the operating point (e.g. the step cap): applied to every trial and
+            kept in the chosen training config.
+        overrides: dotted overrides applied to every trial only (the reduced scale: steps, validation cadence).
         space: dotted key -> distribution.
         target_k: the operating point (mean kept tokens) the objective pulls towards; None = accuracy only.
         k_weight: weight of the relative K distance in the objective.
@@ -89,6 +92,7 @@ class TuneSpace:
     """
 
     base_config: str = "jobs/configs/embedded.yaml"
+    setting: dict[str, Any] = dataclasses.field(default_factory=dict)
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     space: dict[str, Distribution] = dataclasses.field(default_factory=dict)
     target_k: float | None = None
@@ -105,6 +109,30 @@ class TuneSpace:
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
 
 
+# With a base config that runs the label-free warm start (``train.warm_start``), a sweep trains it once and every
+# trial starts from it (:func:`pipeline.sweep.run`), which is only the same experiment when no sampled key changes
+# what the warm start trains. These are the keys the warm start does not read: the LM-loss steps' optimiser,
+# schedule and loop, and the method-config fields that act only on the LM-loss path (the length term and its
+# ramp, the SoftTopK temperature and aggregation, the noise gate, the question-gate schedule). The warm start
+# reads the architecture (which also fixes the initialisation's random stream), the backbone, the seed and its own
+# section; a space that samples those must set ``train.warm_start: null`` (a warm start per trial) instead.
+SHARED_WARM_START_PREFIXES = ("optim.", "validate.", "train.max_steps", "train.global_batch_size",
+                              "train.micro_batch_size", "train.trainable", "train.report_every",
+                              "train.checkpoint_every")
+SHARED_WARM_START_METHOD_KEYS = frozenset({
+    "lambda_", "lambda_delay_frac", "lambda_ramp_frac", "tau", "gamma", "score_mode", "soft_topk_solver",
+    "per_sample_k", "budget_grad", "gate_forward", "gate", "kbar_momentum", "beta_start", "beta_end",
+    "beta_anneal_steps", "beta_anneal_frac", "noise_scale", "noise_momentum", "gate_clamp", "denoise_at_inference",
+    "k_min", "alpha_start", "alpha_warmup_frac", "total_steps", "sync_every", "loop"})
+
+
+def shares_warm_start(key: str) -> bool:
+    """Whether a sampled key leaves the warm start unchanged (see ``SHARED_WARM_START_PREFIXES``)."""
+    if key.startswith("method.config."):
+        return key[len("method.config."):] in SHARED_WARM_START_METHOD_KEYS
+    return key.startswith(SHARED_WARM_START_PREFIXES)
+
+
 def _check_key(key: str, method_name: str, where: str) -> None:
     prefix = "method.config."
     if key.startswith(prefix):
@@ -118,12 +146,18 @@ def _check_key(key: str, method_name: str, where: str) -> None:
 
 
 def trial_overrides(space: TuneSpace, params: dict[str, Any]) -> list[str]:
-    """The dotted overrides of one trial: the space's fixed overrides, the sampled values, the objective."""
-    out = [f"{k}={_yaml(v)}" for k, v in space.overrides.items()]
+    """The dotted overrides of one trial: the space's setting and reduced-scale overrides, the sampled values, the
+    objective."""
+    out = setting_overrides(space) + [f"{k}={_yaml(v)}" for k, v in space.overrides.items()]
     out += [f"{k}={_yaml(v)}" for k, v in params.items()]
     if space.target_k is not None:
         out += [f"validate.target_k={space.target_k}", f"validate.k_weight={space.k_weight}"]
     return out
+
+
+def setting_overrides(space: TuneSpace) -> list[str]:
+    """The space's ``setting`` as dotted overrides (what the chosen training config keeps besides the values)."""
+    return [f"{k}={_yaml(v)}" for k, v in space.setting.items()]
 
 
 def _yaml(v: Any) -> str:
@@ -135,8 +169,8 @@ def _yaml(v: Any) -> str:
 def validate_space(space: TuneSpace, source: str | Path = "space") -> None:
     """Checks every key against the training config and builds a trial config at the space's corners."""
     base = load(TrainJobConfig, space.base_config)
-    method = space.overrides.get("method.name", base.method.name)
-    for key in (*space.overrides, *space.space):
+    method = space.overrides.get("method.name", space.setting.get("method.name", base.method.name))
+    for key in (*space.setting, *space.overrides, *space.space):
         _check_key(key, method, str(source))
     if space.target_k is not None and not space.target_k > 0:
         raise ConfigError(f"{source}: target_k must be > 0")
@@ -151,6 +185,16 @@ def validate_space(space: TuneSpace, source: str | Path = "space") -> None:
             raise ConfigError(f"{source}: a trial config does not validate: {e}") from None
         if cfg.validate.every is None and space.metric.startswith("val_"):
             raise ConfigError(f"{source}: the metric {space.metric!r} needs validate.every in the overrides")
+        if space.metric.startswith("val_") and cfg.validate.every != cfg.train.report_every:
+            # Tune requires the metric in every report, and the loop reports every train.report_every steps
+            raise ConfigError(f"{source}: validate.every ({cfg.validate.every}) must equal train.report_every "
+                              f"({cfg.train.report_every}): every report to Tune must carry {space.metric!r}")
+        if cfg.train.warm_start is not None:
+            if bad := [k for k in space.space if not shares_warm_start(k)]:
+                raise ConfigError(
+                    f"{source}: the trials share one warm start (train.warm_start is set), but the space samples "
+                    f"{', '.join(bad)}, which the warm start reads; sample only the LM-loss stage's keys, or set "
+                    "train.warm_start: null in the overrides (each trial trains from its own start)")
 
 
 def load_space(path: str | Path, overrides: list[str] | None = None) -> TuneSpace:

@@ -41,3 +41,11 @@ def test_a_metric_the_loop_never_reports_is_an_error(tmp_path):
                                                                                  "metric: val_f1"))
     with pytest.raises(ConfigError, match="not reported"):
         load_space(bad)
+
+
+def test_validation_must_come_with_every_report_to_tune(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "tune_spaces" / "embedded.yaml").read_text().replace("validate.every: 8",
+                                                                                  "validate.every: 16"))
+    with pytest.raises(ConfigError, match=r"validate.every \(16\) must equal train.report_every \(8\)"):
+        load_space(bad)

@@ -40,10 +40,25 @@ def test_report_from_runs(tmp_path, monkeypatch):
     child.close()
     log_provenance(parent, 90.0)
     parent.close()
+    sweep = MlflowTracker(uri, "stepprune", run_name="synthvqa_k64")
+    sweep.log_params({"setting.method.config.k_max": 128, "target_k": 64})
+    sweep.log_dict({"best_params": {"method.config.lambda_": 0.05}}, "best_params.json")
+    sweep.log_text("| trial | lambda | val_objective |\n", "trials.md")
+    sweep.close()
+    train = MlflowTracker(uri, "stepprune", run_name="stepprune-k64")
+    train.log_metrics({"step": 40, "lm_loss": 2.5, "K_mean": 60.0, "heldout.stepprune.accuracy": 0.52,
+                       "heldout.stepprune.mean_kept": 63.4, "heldout.random.accuracy": 0.47,
+                       "heldout.random.mean_kept": 63, "heldout.vanilla.accuracy": 0.66})
+    train.close()
     cfg = ReportConfig(tracking_uri=uri, output=str(tmp_path / "docs" / "r.md"), figures=str(tmp_path / "docs" / "f"),
-                       operating_points=[OperatingPoint(64, "StepPrune (K~64)")], table4_run=None,
+                       operating_points=[OperatingPoint(64, "StepPrune (K~64)", sweep_run="synthvqa_k64",
+                                                        train_run="stepprune-k64")], table4_run=None,
                        test_folder=str(tmp_path / "svq" / "native" / "test"))
     text = build(cfg)
+    assert ('Sweep `synthvqa_k64`, setting `{"method.config.k_max": "128"}`; chosen values: '
+            '`{"method.config.lambda_": 0.05}`') in text
+    assert ("Training run `stepprune-k64`: 40 steps, final LM loss 2.500, training mean K 60.0. Held-out: 52.0 % at "
+            "mean K 63.4, random 47.0 % at 63, vanilla 66.0 %.") in text
     assert "Avg. retention at 64: StepPrune 95.0% (mean K 63.2) vs best other random 75.0% — **met**" in text
     assert "Retention at 64 ≥ 94.6%: 95.0% — **met**" in text
     assert "Spearman(K, scene complexity) ≥ 0.5: 1.000 — **met**" in text

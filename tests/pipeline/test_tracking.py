@@ -59,3 +59,12 @@ def test_provenance_records_the_command_code_version_and_wall_time(tmp_path, mon
     run = MlflowClient(t.uri).get_run(t.run_id)
     assert run.data.tags["command"] == "jobs/train.py train.max_steps=3 'name=a b'"
     assert run.data.tags["code_version"] and run.data.metrics["wall_seconds"] == 12.5
+
+
+def test_a_relative_sqlite_uri_is_resolved_against_the_current_directory(tmp_path, monkeypatch):
+    from pipeline.tracking import absolute_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_uri("sqlite:///runs/mlflow.db") == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert absolute_uri("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
+    assert absolute_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000" and absolute_uri(None) is None
