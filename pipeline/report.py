@@ -291,7 +291,8 @@ def build(cfg: ReportConfig) -> str:
     prov = ["## How it was made", "", "| run | command | code | wall (min) |", "|---|---|---|---|"]
     listed = set()
     for p in provenance:  # one line per run: two operating points may name the same training run
-        line = f"| `{p['name']}` | `{p['command']}` | `{p['code_version'][:12]}` | {p['wall_min']:.1f} |"
+        code = p["code_version"][:12] + ("+dirty" if p["code_version"].endswith("+dirty") else "")
+        line = f"| `{p['name']}` | `{p['command']}` | `{code}` | {p['wall_min']:.1f} |"
         if line not in listed:
             listed.add(line)
             prov.append(line)

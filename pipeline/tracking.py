@@ -177,11 +177,26 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
+CODE_FOLDERS = ("stepprune", "pipeline", "jobs", "tune_spaces")
+
+
 def code_version() -> str:
-    """The git commit of the code that runs (with ``+dirty`` for local changes), or the package version."""
+    """The git commit of the code that runs, ``+dirty`` when any of ``CODE_FOLDERS`` has local changes (a run's
+    config and glue matter as much as the library: ``stepprune.checkpoint.code_version`` looks at the library
+    only), or the package version outside a git checkout."""
+    import subprocess
+
     from stepprune.checkpoint import code_version as _version
 
-    return _version()
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *CODE_FOLDERS],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return _version()
 
 
 def log_provenance(tracker: Tracker, seconds: float | None = None) -> None:

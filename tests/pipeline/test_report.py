@@ -44,6 +44,7 @@ def test_report_from_runs(tmp_path, monkeypatch):
     sweep.log_params({"setting.method.config.k_max": 128, "target_k": 64})
     sweep.log_dict({"best_params": {"method.config.lambda_": 0.05}}, "best_params.json")
     sweep.log_text("| trial | lambda | val_objective |\n", "trials.md")
+    sweep.set_tags({"command": "jobs/sweep.py", "code_version": "a" * 40 + "+dirty"})  # run from a modified tree
     sweep.close()
     train = MlflowTracker(uri, "stepprune", run_name="stepprune-k64")
     train.log_metrics({"step": 40, "lm_loss": 2.5, "K_mean": 60.0, "heldout.stepprune.accuracy": 0.52,
@@ -59,6 +60,7 @@ def test_report_from_runs(tmp_path, monkeypatch):
             '`{"method.config.lambda_": 0.05}`') in text
     assert ("Training run `stepprune-k64`: 40 steps, final LM loss 2.500, training mean K 60.0. Held-out: 52.0 % at "
             "mean K 63.4, random 47.0 % at 63, vanilla 66.0 %.") in text
+    assert "| `synthvqa_k64` | `jobs/sweep.py` | `aaaaaaaaaaaa+dirty` |" in text
     assert "Avg. retention at 64: StepPrune 95.0% (mean K 63.2) vs best other random 75.0% — **met**" in text
     assert "Retention at 64 ≥ 94.6%: 95.0% — **met**" in text
     assert "Spearman(K, scene complexity) ≥ 0.5: 1.000 — **met**" in text

@@ -68,3 +68,33 @@ def test_a_relative_sqlite_uri_is_resolved_against_the_current_directory(tmp_pat
     assert absolute_uri("sqlite:///runs/mlflow.db") == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
     assert absolute_uri("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
     assert absolute_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000" and absolute_uri(None) is None
+
+
+def test_the_code_version_is_dirty_when_the_glue_changed(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline import tracking
+
+    REPO = Path(__file__).resolve().parents[2]
+
+    repo = tmp_path / "repo"
+    (repo / "pipeline").mkdir(parents=True)
+    shutil.copy(tracking.__file__, repo / "pipeline" / "tracking.py")
+    (repo / "pipeline" / "__init__.py").write_text("")
+    (repo / "tune_spaces").mkdir()
+    (repo / "tune_spaces" / "s.yaml").write_text("a: 1\n")
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    probe = "import sys; sys.path.insert(0, sys.argv[1]); from pipeline.tracking import code_version; print(code_version())"
+    run = lambda: subprocess.run([sys.executable, "-c", probe, str(repo)], capture_output=True, text=True,  # noqa: E731
+                                 check=True, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.strip()
+    clean = run()
+    assert len(clean) == 40 and "+" not in clean
+    (repo / "tune_spaces" / "s.yaml").write_text("a: 2\n")  # not the library: still a different run
+    assert run() == clean + "+dirty"
