@@ -14,7 +14,6 @@ without the reduced-scale trial overrides.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -27,8 +26,8 @@ from ray import tune
 from pipeline.config import TrainJobConfig
 from pipeline.config_loader import config_hash, dump, flatten, from_dict, load, to_dict
 from pipeline.tracking import MlflowTracker, absolute_uri, default_tracking_uri, log_provenance
-from pipeline.tune_space import (TRIAL_DRIVER_CPU, TuneSpace, derived_concurrency, setting_overrides,
-                                 trial_overrides)
+from pipeline.tune_space import (TRIAL_DRIVER_CPU, TuneSpace, as_overrides, derived_concurrency,
+                                 setting_overrides, trial_overrides)
 
 
 @contextlib.contextmanager
@@ -90,8 +89,7 @@ def shared_warm_start(base: TrainJobConfig, root: Path) -> list[str]:
 def _best_yaml(space: TuneSpace, params: dict[str, Any], path: Path) -> TrainJobConfig:
     """Writes the base training config with the space's setting, the best values and the operating point's
     validation target (not the trials' reduced-scale overrides)."""
-    over = setting_overrides(space) + [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                                       for k, v in params.items()]
+    over = setting_overrides(space) + as_overrides(params)
     if space.target_k is not None:
         over.append(f"validate.target_k={space.target_k}")
     cfg = load(TrainJobConfig, space.base_config, over)

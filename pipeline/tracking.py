@@ -182,21 +182,11 @@ CODE_FOLDERS = ("stepprune", "pipeline", "jobs", "tune_spaces")
 
 def code_version() -> str:
     """The git commit of the code that runs, ``+dirty`` when any of ``CODE_FOLDERS`` has local changes (a run's
-    config and glue matter as much as the library: ``stepprune.checkpoint.code_version`` looks at the library
-    only), or the package version outside a git checkout."""
-    import subprocess
-
+    config and glue matter as much as the library, which ``stepprune.checkpoint.code_version`` looks at by default),
+    or the package version outside a git checkout."""
     from stepprune.checkpoint import code_version as _version
 
-    root = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *CODE_FOLDERS],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return _version()
+    return _version(Path(__file__).resolve().parents[1], CODE_FOLDERS)
 
 
 def log_provenance(tracker: Tracker, seconds: float | None = None) -> None:

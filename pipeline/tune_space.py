@@ -148,8 +148,7 @@ def _check_key(key: str, method_name: str, where: str) -> None:
 def trial_overrides(space: TuneSpace, params: dict[str, Any]) -> list[str]:
     """The dotted overrides of one trial: the space's setting and reduced-scale overrides, the sampled values, the
     objective."""
-    out = setting_overrides(space) + [f"{k}={_yaml(v)}" for k, v in space.overrides.items()]
-    out += [f"{k}={_yaml(v)}" for k, v in params.items()]
+    out = setting_overrides(space) + as_overrides(space.overrides) + as_overrides(params)
     if space.target_k is not None:
         out += [f"validate.target_k={space.target_k}", f"validate.k_weight={space.k_weight}"]
     return out
@@ -157,7 +156,12 @@ def trial_overrides(space: TuneSpace, params: dict[str, Any]) -> list[str]:
 
 def setting_overrides(space: TuneSpace) -> list[str]:
     """The space's ``setting`` as dotted overrides (what the chosen training config keeps besides the values)."""
-    return [f"{k}={_yaml(v)}" for k, v in space.setting.items()]
+    return as_overrides(space.setting)
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    """``{dotted key: value}`` as ``key=value`` overrides, each value in YAML (None as ``null``)."""
+    return [f"{k}={_yaml(v)}" for k, v in values.items()]
 
 
 def _yaml(v: Any) -> str:

@@ -51,13 +51,14 @@ def config_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def code_version() -> str:
-    """The git SHA of the source tree (``+dirty`` with uncommitted changes), else the package version."""
-    here = Path(__file__).resolve().parent
+def code_version(root: str | Path | None = None, paths: tuple[str, ...] = (".",)) -> str:
+    """The git SHA of the source tree (``+dirty`` with uncommitted changes under ``paths`` of ``root``; default:
+    this package's folder), else the package version."""
+    here = Path(root) if root is not None else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."], capture_output=True,
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", *paths], capture_output=True,
                                text=True, timeout=10, check=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
