@@ -13,6 +13,9 @@ class OperatingPoint:
     stepprune_label: str
     sweep_run: str | None = None  # the sweep's parent MLflow run name
     train_run: str | None = None  # the training run's name
+    # a candidate the validation split did not choose at this budget: its sweep and held-out check are shown beside
+    # the chosen one, and the targets skip it
+    reference: bool = False
 
 
 @dataclasses.dataclass
@@ -28,6 +31,10 @@ class ReportConfig:
         other_runs: further runs whose commands belong in the report (e.g. VisionSelector / DyRate training).
         test_folder: the SynthVQA test split the matrix read (for scene complexity per question).
         adaptive_label: the StepPrune row whose K distribution makes Fig. 4.
+        validation_runs: evaluation-matrix parent runs on the validation split, shown as diagnostics (choices are
+            made there; e.g. Table 4a's encoders against random at their own K).
+        further_reading: a hand-written account of what else was tried (on validation only), linked under the
+            targets; None: no link.
         sensitivity_min_vanilla: each Avg.-retention check is repeated without the columns where vanilla's raw
             score (the column's own units: SynthVQA's are accuracies in [0, 1]) is under this (ratios to small
             scores swing with a few questions); None: no such line.
@@ -48,3 +55,5 @@ class ReportConfig:
     paper_retention_at_64: float = 94.6
     spearman_target: float = 0.5
     sensitivity_min_vanilla: float | None = 0.3
+    validation_runs: list[str] = dataclasses.field(default_factory=list)
+    further_reading: str | None = None

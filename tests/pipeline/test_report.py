@@ -84,3 +84,56 @@ def test_the_sensitivity_check_drops_the_columns_where_vanilla_scores_low(tmp_pa
     assert alt == {"vanilla": 100.0, "random @ 44": 75.0, "StepPrune": 70.0}
     assert retention_without_low_columns(rows, 0.1) == ([], {"vanilla": 100.0, "random @ 44": 62.5,
                                                               "StepPrune": 110.0})
+
+
+def test_a_missed_target_says_what_was_tried_on_validation(tmp_path, monkeypatch):
+    from stepprune.data.synthvqa import generate_synthvqa
+
+    generate_synthvqa(tmp_path / "svq", seed=1, n_train_images=0, n_val_images=0, n_test_images=2,
+                      llava_splits=(), benchmark_splits=())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setattr("sys.argv", ["jobs/eval_matrix.py"])
+    parent = MlflowTracker(uri, "stepprune", run_name="synthvqa_table1")
+    parent.log_text("backbone,method,budget,a,a ratio%,avg_retention%,token_recall,kept_mean\n"
+                    "tiny,vanilla,all,80,100.0,100.0,1.0,576\n"
+                    "tiny,random,64,60,75.0,75.0,0.1,64\n"
+                    "tiny,dart,64,66,82.5,82.5,0.2,64\n"
+                    "tiny,StepPrune k64,all,56,70.0,70.0,0.6,71.0\n", "tables/table1.csv")
+    parent.log_text("| method | ... |\n", "tables/table1.md")
+    parent.close()
+    sweep = MlflowTracker(uri, "stepprune", run_name="synthvqa_k64")
+    sweep.log_dict({"best_params": {"optim.lr": 0.001}}, "best_params.json")
+    sweep.log_text("| trial |\n", "trials.md")
+    for acc, k in ((0.5375, 69.9), (0.55625, 73.3)):
+        trial = MlflowTracker(uri, "stepprune", run_name=f"trial_{k}", parent_run_id=sweep.run_id)
+        trial.log_metrics({"val_accuracy": acc, "val_K_mean": k})
+        trial.close()
+    failed = MlflowTracker(uri, "stepprune", run_name="trial_err", parent_run_id=sweep.run_id)  # reported nothing
+    failed.close()
+    sweep.close()
+    train = MlflowTracker(uri, "stepprune", run_name="stepprune-k64")
+    train.log_metrics({"heldout.stepprune.accuracy": 0.507, "heldout.stepprune.mean_kept": 75.0,
+                       "heldout.random.accuracy": 0.498, "heldout.random.mean_kept": 75})
+    train.close()
+    cfg = ReportConfig(tracking_uri=uri, output=str(tmp_path / "docs" / "r.md"), figures=str(tmp_path / "docs" / "f"),
+                       operating_points=[OperatingPoint(64, "StepPrune k64", sweep_run="synthvqa_k64",
+                                                        train_run="stepprune-k64")], table4_run=None,
+                       test_folder=str(tmp_path / "svq" / "native" / "test"), adaptive_label="none",
+                       further_reading=str(tmp_path / "docs" / "notes.md"))
+    val = MlflowTracker(uri, "stepprune", run_name="synthvqa_table4_val")
+    val.log_text("| method | causal-on-val |\n", "tables/table1.md")
+    val.close()
+    cfg.validation_runs = ["synthvqa_table4_val"]
+    # a candidate the validation split did not choose: shown, not judged
+    cfg.operating_points.append(OperatingPoint(64, "StepPrune k64 other", train_run="stepprune-k64", reference=True))
+    text = build(cfg)
+    assert "### `synthvqa_table4_val`\n\n| method | causal-on-val |" in text
+    assert "Avg. retention at 64: StepPrune 70.0% (mean K 71.0) vs best other dart 82.5% — **not met**" in text
+    assert ("  - tried on the validation split only: sweep `synthvqa_k64`, 2 trials at mean K 69.9-73.3 with "
+            "accuracy 53.8-55.6 %; the chosen setting trained (`stepprune-k64`): 50.7 % against random's 49.8 % at "
+            "mean K 75.0 (+0.9 points).") in text
+    assert ("the test split's Avg. retention puts StepPrune 5.0 points behind random at 64 (75.0%), where "
+            "validation accuracy had it 0.9 points ahead") in text
+    assert "[notes.md](notes.md)" in text
+    assert "### K ≈ 64: `StepPrune k64 other` (not chosen on the validation split; shown for comparison)" in text
+    assert text.count("- Avg. retention at 64") == 1
