@@ -221,6 +221,18 @@ def build(cfg: ReportConfig) -> str:
             lines += [f"Training run `{op.train_run}`: {steps} steps, final LM loss "
                       f"{m.get('lm_loss', float('nan')):.3f}, training mean K {m.get('K_mean', float('nan')):.1f}."
                       + held, ""]
+    # where a budget has candidates, say which the validation split chose and by what: the held-out lead over random
+    for budget in dict.fromkeys(op.budget for op in cfg.operating_points if op.reference):
+        cands = [op for op in cfg.operating_points if op.budget == budget]
+        leads = {op.stepprune_label: validation_trace(runs, op)[1] for op in cands}
+        chosen = next((op.stepprune_label for op in cands if not op.reference), None)
+        others = ", ".join(f"`{lab}` ({leads[lab]:+.1f})" if leads[lab] is not None else f"`{lab}` (no check)"
+                           for lab in leads if lab != chosen)
+        mine = leads.get(chosen)
+        beaten = mine is None or any(v is not None and v > mine for v in leads.values())
+        lines += [f"At {budget} the validation split chose `{chosen}`: its held-out lead over random at the same mean "
+                  f"K is {mine if mine is not None else float('nan'):+.1f} points, against {others}."
+                  + (" **The configured choice does not have the largest lead.**" if beaten else ""), ""]
     for name in cfg.other_runs:
         provenance.append(_provenance(runs.find(name)))
 

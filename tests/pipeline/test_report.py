@@ -137,3 +137,13 @@ def test_a_missed_target_says_what_was_tried_on_validation(tmp_path, monkeypatch
     assert "[notes.md](notes.md)" in text
     assert "### K ≈ 64: `StepPrune k64 other` (not chosen on the validation split; shown for comparison)" in text
     assert text.count("- Avg. retention at 64") == 1
+    # the candidate shares the training run, so the leads tie: the chosen one is still the largest
+    assert ("At 64 the validation split chose `StepPrune k64`: its held-out lead over random at the same mean K is "
+            "+0.9 points, against `StepPrune k64 other` (+0.9).\n") in text
+    other = MlflowTracker(uri, "stepprune", run_name="stepprune-k64-other")
+    other.log_metrics({"heldout.stepprune.accuracy": 0.6, "heldout.stepprune.mean_kept": 70.0,
+                       "heldout.random.accuracy": 0.5, "heldout.random.mean_kept": 70})
+    other.close()
+    cfg.operating_points[-1].train_run = "stepprune-k64-other"
+    assert ("against `StepPrune k64 other` (+10.0). **The configured choice does not have the largest lead.**"
+            in build(cfg))
