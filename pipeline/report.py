@@ -53,7 +53,11 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 class Runs:
-    """Looks up finished runs by name and reads their artifacts."""
+    """Looks up finished runs by name and reads their artifacts.
+
+    Lookups are memoised: a report reads one store in one pass, and several sections ask for the same runs (an
+    operating point's sweep and training run feed its section, the choice line and a missed target's trace).
+    """
 
     def __init__(self, uri: str, experiment: str):
         self.client = MlflowClient(uri)
@@ -62,9 +66,16 @@ class Runs:
             raise ValueError(f"no MLflow experiment {experiment!r} at {uri}")
         self.exp_id = exp.experiment_id
         self._tmp = tempfile.TemporaryDirectory()
+        self._found: dict[tuple[str, str | None], Any] = {}
+        self._children: dict[str, list] = {}
 
     def find(self, name: str, parent: str | None = None):
         """The latest finished run named ``name`` (a child of run id ``parent`` when given)."""
+        if (name, parent) not in self._found:
+            self._found[name, parent] = self._search(name, parent)
+        return self._found[name, parent]
+
+    def _search(self, name: str, parent: str | None):
         flt = f"attributes.run_name = '{name}' and attributes.status = 'FINISHED'"
         if parent:
             flt += f" and tags.mlflow.parentRunId = '{parent}'"
@@ -74,7 +85,10 @@ class Runs:
         return found[0]
 
     def children(self, parent_id: str) -> list:
-        return self.client.search_runs([self.exp_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000)
+        if parent_id not in self._children:
+            self._children[parent_id] = self.client.search_runs(
+                [self.exp_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000)
+        return self._children[parent_id]
 
     def text(self, run_id: str, path: str) -> str:
         local = self.client.download_artifacts(run_id, path, self._tmp.name)
@@ -187,6 +201,12 @@ def build(cfg: ReportConfig) -> str:
     out = Path(cfg.output)
     rel = lambda p: Path(p).resolve().relative_to(out.resolve().parent).as_posix()  # noqa: E731
     provenance, lines, checks = [], [], []
+    traces: dict[str, tuple[str, float | None]] = {}
+
+    def trace_of(op: OperatingPoint) -> tuple[str, float | None]:  # the choice line and a missed target share it
+        if op.stepprune_label not in traces:
+            traces[op.stepprune_label] = validation_trace(runs, op)
+        return traces[op.stepprune_label]
 
     # ---- operating points
     swept = list(dict.fromkeys(op.budget for op in cfg.operating_points if op.sweep_run))
@@ -224,7 +244,7 @@ def build(cfg: ReportConfig) -> str:
     # where a budget has candidates, say which the validation split chose and by what: the held-out lead over random
     for budget in dict.fromkeys(op.budget for op in cfg.operating_points if op.reference):
         cands = [op for op in cfg.operating_points if op.budget == budget]
-        leads = {op.stepprune_label: validation_trace(runs, op)[1] for op in cands}
+        leads = {op.stepprune_label: trace_of(op)[1] for op in cands}
         chosen = next((op.stepprune_label for op in cands if not op.reference), None)
         others = ", ".join(f"`{lab}` ({leads[lab]:+.1f})" if leads[lab] is not None else f"`{lab}` (no check)"
                            for lab in leads if lab != chosen)
@@ -259,7 +279,7 @@ def build(cfg: ReportConfig) -> str:
                       + (f"{best['method']} {float(best['avg_retention%']):.1f}%" if best else "none")
                       + f" — **{'met' if ok else 'not met'}**")
         if not ok:  # the issue asks a missed target to say what was tried, on validation only
-            trace, lead = validation_trace(runs, op)
+            trace, lead = trace_of(op)
             rnd = next((r for r in others if r["method"] == "random"), None)
             if trace:
                 checks.append(f"  - tried on the validation split only: {trace}.")

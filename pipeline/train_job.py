@@ -30,6 +30,7 @@ from pipeline.config_loader import ConfigError, config_hash, dump, flatten, to_d
 from pipeline.data import RecordGuard, prepare_shards, training_dataset
 from pipeline.tracking import MlflowTracker, absolute_uri, default_tracking_uri, log_provenance
 from pipeline.train_loop import train_loop_per_worker
+from pipeline.worker_env import apply_worker_env
 
 
 @dataclasses.dataclass
@@ -92,8 +93,8 @@ def absolutize(cfg: TrainJobConfig) -> TrainJobConfig:
     )
 
 
-def ensure_data(cfg: TrainJobConfig) -> dict[str, Any]:
-    """Generates SynthVQA (when configured and missing) and packs the shards (when missing or stale)."""
+def generate_data(cfg: TrainJobConfig) -> None:
+    """Generates SynthVQA when configured and missing (no Ray)."""
     d = cfg.data
     corpus = Path(d.corpus)
     if not corpus.exists() and d.synthvqa is not None:
@@ -106,6 +107,13 @@ def ensure_data(cfg: TrainJobConfig) -> dict[str, Any]:
                                                n_val_images=d.synthvqa.n_val_images,
                                                n_test_images=d.synthvqa.n_test_images))
         print(f"[data] generated in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def ensure_data(cfg: TrainJobConfig) -> dict[str, Any]:
+    """Generates SynthVQA (when configured and missing) and packs the shards with Ray Data (when missing or stale)."""
+    generate_data(cfg)
+    d = cfg.data
+    corpus = Path(d.corpus)
     manifest_file = Path(d.shards) / "_manifest.json"
     # "order" re-packs shards written before they kept a deterministic (seeded) order, and those whose files Ray
     # wrote in task-completion order rather than by position.
@@ -221,10 +229,15 @@ def run(cfg: TrainJobConfig) -> TrainSummary:
     """Runs the whole job and returns its summary."""
     t0 = time.perf_counter()
     cfg = absolutize(cfg)
-    init_ray(cfg.ray, cfg.scaling.use_gpu)
-    manifest = ensure_data(cfg)
     run_dir = Path(cfg.storage.root) / cfg.storage.name
+    # The Ray-free parts run before a local Ray starts and after it stops: on 2 cores its idle daemons (raylet, GCS,
+    # dashboard) slow a single-process step by about a fifth (warm-start steps 1.89 s against 1.53 s).
+    apply_worker_env(cfg.scaling.use_gpu)  # offline, no telemetry: as for the workers, from the first step on
+    generate_data(cfg)
     tracker, uri = open_run(cfg)
+    cfg = warm_start_stage(cfg, run_dir, tracker)
+    started = init_ray(cfg.ray, cfg.scaling.use_gpu)
+    manifest = ensure_data(cfg)
     tracker.log_metrics({"data.records": manifest["records"], "data.bad_records": len(manifest["bad"])})
     result = fit(cfg, tracker, uri)
     if result.error is not None:
@@ -244,6 +257,9 @@ def run(cfg: TrainJobConfig) -> TrainSummary:
             shutil.rmtree(cfg.storage.export, ignore_errors=True)
             shutil.copytree(selector_dir, cfg.storage.export)
             tracker.set_tags({"exported_to": cfg.storage.export})
+    if started:  # the held-out checks below run in this process; a cluster we only connected to stays up
+        ray.shutdown()
+    if result.checkpoint is not None:
         if cfg.eval.enabled:
             heldout = heldout_check(cfg, selector_dir, tracker)
             if cfg.eval.gap_items:

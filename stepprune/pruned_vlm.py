@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from stepprune.backbones.answer_loss import LossPer, check_loss_per
 from stepprune.backbones.base import BackboneAdapter
-from stepprune.backbones.types import LMInputs, PromptBatch, VisualTokens
+from stepprune.backbones.types import LMInputs, PromptBatch, VisionFeatures, VisualTokens
 from stepprune.methods.base import PruningMethod, SelectionContext, TrainOutput
 
 
@@ -98,9 +98,12 @@ class PrunedVLM(nn.Module):
         out = self.method.train_forward(ctx, step)
         return self.adapter.splice(prompt, out.visual, ctx.vision, "original"), out
 
-    def context(self, prompt: PromptBatch) -> SelectionContext:
-        """Runs the vision tower and wraps what methods may look at."""
-        return SelectionContext(self.adapter, prompt, self.adapter.vision_features(prompt))
+    def context(self, prompt: PromptBatch, vision: VisionFeatures | None = None) -> SelectionContext:
+        """Runs the vision tower (unless ``vision``, this prompt's features, is given) and wraps what methods may
+        look at."""
+        if vision is None:
+            vision = self.adapter.vision_features(prompt)
+        return SelectionContext(self.adapter, prompt, vision)
 
     def llm_inputs(self, ctx: SelectionContext) -> tuple[LMInputs, VisualTokens]:
         """Pre-LLM selection, then the spliced LLM batch with the method's position convention."""
@@ -109,9 +112,14 @@ class PrunedVLM(nn.Module):
         return self.adapter.splice(ctx.prompt, visual, ctx.vision, mode), visual
 
     @torch.no_grad()
-    def generate(self, prompt: PromptBatch, max_new_tokens: int = 16) -> PrunedGeneration:
-        """Greedy answers for a batch, with the method applied at every point it acts."""
-        ctx = self.context(prompt)
+    def generate(self, prompt: PromptBatch, max_new_tokens: int = 16,
+                 vision: VisionFeatures | None = None) -> PrunedGeneration:
+        """Greedy answers for a batch, with the method applied at every point it acts.
+
+        ``vision``: the prompt's vision features (``adapter.vision_features(prompt)``) when several methods answer
+        the same batch: the frozen tower's output does not depend on the method, and methods only read it.
+        """
+        ctx = self.context(prompt, vision)
         inputs, visual = self.llm_inputs(ctx)
         res = self.adapter.generate(inputs, max_new_tokens, self.method.llm_hooks(ctx), self.method.decode_hooks(ctx))
         kept_index = [visual.source_index[b, : int(visual.count[b])].tolist() for b in range(prompt.batch_size)]

@@ -147,3 +147,17 @@ def test_a_missed_target_says_what_was_tried_on_validation(tmp_path, monkeypatch
     cfg.operating_points[-1].train_run = "stepprune-k64-other"
     assert ("against `StepPrune k64 other` (+10.0). **The configured choice does not have the largest lead.**"
             in build(cfg))
+    # one pass reads each run once: the choice line and the missed target's trace share their lookups
+    from collections import Counter
+
+    from mlflow.tracking import MlflowClient
+
+    searched, search = Counter(), MlflowClient.search_runs
+
+    def counting(self, experiment_ids, filter_string="", *args, **kwargs):
+        searched[filter_string] += 1
+        return search(self, experiment_ids, filter_string, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "search_runs", counting)
+    build(cfg)
+    assert searched and max(searched.values()) == 1, searched
