@@ -23,6 +23,7 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(VENV)/bin/pip install -q -r requirements.txt -c constraints.txt
 	$(VENV)/bin/pip install -q --no-deps -e .
 	$(VENV)/bin/pip check
+	$(PY) -m pipeline.worker_env  # DeepSpeed's CPU collective op, compiled once here, not in the first job
 	touch $@
 
 setup: $(VENV)/.installed

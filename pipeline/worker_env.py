@@ -34,3 +34,24 @@ def apply_worker_env(use_gpu: bool) -> dict[str, str]:
     env = worker_env(use_gpu)
     os.environ.update({k: v for k, v in env.items() if k not in os.environ})
     return env
+
+
+def prebuild_cpu_ops() -> str | None:
+    """Compiles DeepSpeed's shared-memory collective op (``ShareMemCommBuilder``) into the JIT-extension cache,
+    which DeepSpeed's CPU accelerator loads in every training process. ``make setup`` runs it: JIT-compiled on first
+    use it cost the first training job 54 s of its run on 2 cores. Returns the op's name, or None when DeepSpeed
+    says the op is not buildable here (DeepSpeed then does without it, as at run time).
+    """
+    os.environ.update({k: v for k, v in worker_env(use_gpu=False).items() if k not in os.environ})
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        return None
+    builder.load()
+    return builder.absolute_name()
+
+
+if __name__ == "__main__":
+    print(f"prebuilt: {prebuild_cpu_ops()} in {os.environ['TORCH_EXTENSIONS_DIR']}")
