@@ -41,6 +41,11 @@ def prebuild_cpu_ops() -> str | None:
     which DeepSpeed's CPU accelerator loads in every training process. ``make setup`` runs it: JIT-compiled on first
     use it cost the first training job 54 s of its run on 2 cores. Returns the op's name, or None when DeepSpeed
     says the op is not buildable here (DeepSpeed then does without it, as at run time).
+
+    torch builds with the ``ninja`` first on PATH, and two ninja versions rebuild each other's builds (their build
+    logs hash the same command differently: the ``ninja`` wheel of this environment against the system's 1.11 here),
+    so this builds with the PATH it is given: ``make setup``'s is ``make train``'s. A job started with another ninja
+    first on PATH (``ray job submit`` from an activated environment) compiles it once more.
     """
     os.environ.update({k: v for k, v in worker_env(use_gpu=False).items() if k not in os.environ})
     import deepspeed.ops

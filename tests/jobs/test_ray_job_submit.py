@@ -24,8 +24,12 @@ def _free_port() -> int:
 
 def test_ray_job_submit_trains_on_a_head_node(tmp_path, tiny_llava_dir):
     bin_dir = Path(sys.executable).parent
+    # The environment's bin first on PATH, as in an activated environment. Its ninja is not the one `make setup`
+    # compiled DeepSpeed's CPU op with, and two ninjas rebuild each other's builds, so this cluster compiles into a
+    # cache of its own rather than making every later job in this checkout compile again.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")}
     port, dash = _free_port(), _free_port()
     temp = Path("/tmp") / f"rayjob{port}"  # short: Ray's socket paths have a length limit
     start = [str(bin_dir / "ray"), "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
