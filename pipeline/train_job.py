@@ -231,7 +231,8 @@ def run(cfg: TrainJobConfig) -> TrainSummary:
     cfg = absolutize(cfg)
     run_dir = Path(cfg.storage.root) / cfg.storage.name
     # The Ray-free parts run before a local Ray starts and after it stops: on 2 cores its idle daemons (raylet, GCS,
-    # dashboard) slow a single-process step by about a fifth (warm-start steps 1.89 s against 1.53 s).
+    # dashboard) take CPU from a single-process step (20 warm-start steps: 1.53 s each without Ray, 1.72 s with it,
+    # 1.89 s with its dashboard too; over a whole run this machine's own drift, +-40 s on the warm start, hides most).
     apply_worker_env(cfg.scaling.use_gpu)  # offline, no telemetry: as for the workers, from the first step on
     generate_data(cfg)
     tracker, uri = open_run(cfg)
