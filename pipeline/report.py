@@ -201,12 +201,6 @@ def build(cfg: ReportConfig) -> str:
     out = Path(cfg.output)
     rel = lambda p: Path(p).resolve().relative_to(out.resolve().parent).as_posix()  # noqa: E731
     provenance, lines, checks = [], [], []
-    traces: dict[str, tuple[str, float | None]] = {}
-
-    def trace_of(op: OperatingPoint) -> tuple[str, float | None]:  # the choice line and a missed target share it
-        if op.stepprune_label not in traces:
-            traces[op.stepprune_label] = validation_trace(runs, op)
-        return traces[op.stepprune_label]
 
     # ---- operating points
     swept = list(dict.fromkeys(op.budget for op in cfg.operating_points if op.sweep_run))
@@ -244,7 +238,7 @@ def build(cfg: ReportConfig) -> str:
     # where a budget has candidates, say which the validation split chose and by what: the held-out lead over random
     for budget in dict.fromkeys(op.budget for op in cfg.operating_points if op.reference):
         cands = [op for op in cfg.operating_points if op.budget == budget]
-        leads = {op.stepprune_label: trace_of(op)[1] for op in cands}
+        leads = {op.stepprune_label: validation_trace(runs, op)[1] for op in cands}
         chosen = next((op.stepprune_label for op in cands if not op.reference), None)
         others = ", ".join(f"`{lab}` ({leads[lab]:+.1f})" if leads[lab] is not None else f"`{lab}` (no check)"
                            for lab in leads if lab != chosen)
@@ -279,7 +273,7 @@ def build(cfg: ReportConfig) -> str:
                       + (f"{best['method']} {float(best['avg_retention%']):.1f}%" if best else "none")
                       + f" — **{'met' if ok else 'not met'}**")
         if not ok:  # the issue asks a missed target to say what was tried, on validation only
-            trace, lead = trace_of(op)
+            trace, lead = validation_trace(runs, op)
             rnd = next((r for r in others if r["method"] == "random"), None)
             if trace:
                 checks.append(f"  - tried on the validation split only: {trace}.")

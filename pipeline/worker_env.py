@@ -47,7 +47,7 @@ def prebuild_cpu_ops() -> str | None:
     so this builds with the PATH it is given: ``make setup``'s is ``make train``'s. A job started with another ninja
     first on PATH (``ray job submit`` from an activated environment) compiles it once more.
     """
-    os.environ.update({k: v for k, v in worker_env(use_gpu=False).items() if k not in os.environ})
+    apply_worker_env(use_gpu=False)
     import deepspeed.ops
     from deepspeed.accelerator import get_accelerator
 
