@@ -35,7 +35,8 @@ TEACHERS = ("evidence", "saliency")
 SALIENCY_G0 = 0.5  # the uniform gate the saliency is taken at (0.05 gave the same top-16 recall of the evidence)
 
 
-def saliency_targets(adapter, images: Sequence[Any], items: Sequence[Any], k: int) -> list[list[int]]:
+def saliency_targets(adapter, images: Sequence[Any], items: Sequence[Any], k: int,
+                     vision: Any = None) -> list[list[int]]:
     """Per question, its top-``k`` visual patches by -dL/dg of its answer's NLL at a uniform attention gate.
 
     Args:
@@ -43,13 +44,14 @@ def saliency_targets(adapter, images: Sequence[Any], items: Sequence[Any], k: in
         images: the questions' images (PIL), in order.
         items: benchmark items with ``qid``, ``prompt`` and ``answer``.
         k: patches per question.
+        vision: the tower's features of ``images`` when the caller has them (``VisionFeatures``); None runs it.
     """
     from stepprune.gate_saliency import gate_saliency
     from stepprune.train_gap import answer_conversations
 
     prompt = adapter.prepare_conversations(list(images), answer_conversations(items), keys=[it.qid for it in items])
     # (B, N); padding rows (variable-size images) at -inf, never picked over negative-saliency patches
-    sal = gate_saliency(adapter, prompt, SALIENCY_G0, "attention", padding=float("-inf"))
+    sal = gate_saliency(adapter, prompt, SALIENCY_G0, "attention", padding=float("-inf"), vision=vision)
     valid = torch.isfinite(sal).sum(1)
     return [sal[b].topk(min(k, int(valid[b]))).indices.sort().values.tolist() for b in range(len(items))]
 
@@ -101,6 +103,9 @@ def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, st
     opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=lr)
     rng = random.Random(seed)
     images: dict[str, Any] = {}
+    # A question's saliency targets depend on the frozen backbone and the question alone, not on the selector: a
+    # question drawn again (300 steps of 8 from 4,000 questions draw a quarter of them twice) reuses them.
+    teacher_cache: dict[str, list[int]] = {}
     t0, recent, held = time.perf_counter(), [], []
     for step in range(steps):
         batch = rng.sample(pool, min(batch_size, len(pool)))
@@ -108,15 +113,23 @@ def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, st
             if it.qid not in images:
                 images[it.qid] = it.load_image()
         pictures = [images[it.qid] for it in batch]
+        prompt = adapter.prepare(pictures, [it.prompt for it in batch])
+        with torch.no_grad():  # the frozen tower once per batch, for the teacher and the selector alike
+            vision = adapter.vision_features(prompt)
         if teacher == "evidence":
             targets = [it.meta["evidence"] for it in batch]
         else:
-            targets = saliency_targets(adapter, pictures, batch, teacher_k)
+            todo = [i for i, it in enumerate(batch) if it.qid not in teacher_cache]
+            if todo:
+                sub = vision if len(todo) == len(batch) else vision.rows(todo)
+                fresh = saliency_targets(adapter, [pictures[i] for i in todo], [batch[i] for i in todo],
+                                         teacher_k, vision=sub)
+                teacher_cache.update((batch[i].qid, t) for i, t in zip(todo, fresh))
+            targets = [teacher_cache[it.qid] for it in batch]
         for t, it in zip(targets, batch):
             if evidence := set(it.meta.get("evidence") or ()):
                 held.append(len(evidence & set(t)) / len(evidence))
-        prompt = adapter.prepare(pictures, [it.prompt for it in batch])
-        ctx = model.context(prompt)
+        ctx = model.context(prompt, vision)
         loss = evidence_loss(first_step_logits(method, ctx), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -20,12 +20,13 @@ import torch
 from torch import Tensor
 
 from stepprune.backbones.base import BackboneAdapter
-from stepprune.backbones.types import PromptBatch, VisualTokens
+from stepprune.backbones.types import PromptBatch, VisionFeatures, VisualTokens
 from stepprune.selector.gate import attention_gate, vp_noise_gate
 
 
 def gate_saliency(adapter: BackboneAdapter, prompt: PromptBatch, g0: float, gate: str = "attention",
-                  generator: torch.Generator | None = None, padding: float = 0.0) -> Tensor:
+                  generator: torch.Generator | None = None, padding: float = 0.0,
+                  vision: VisionFeatures | None = None) -> Tensor:
     """-dL/dg at g = g0 for every visual token of every sample.
 
     Args:
@@ -35,6 +36,8 @@ def gate_saliency(adapter: BackboneAdapter, prompt: PromptBatch, g0: float, gate
         gate: ``"attention"`` or ``"noise"`` (module docstring).
         generator: the noise draw's generator (``"noise"`` only).
         padding: the value of padding rows (``-inf`` keeps them out of a top-K).
+        vision: the tower's features of this prompt's images, when the caller already has them (the frozen tower
+            does not depend on the text); None runs the tower.
 
     Returns:
         (B, N) fp32 saliency; each sample's own answer NLL (its mean over its answer tokens) is differentiated,
@@ -45,8 +48,9 @@ def gate_saliency(adapter: BackboneAdapter, prompt: PromptBatch, g0: float, gate
         raise ValueError(f"g0 must be in (0, 1], got {g0}")
     if gate not in ("attention", "noise"):
         raise ValueError(f"gate must be 'attention' or 'noise', got {gate!r}")
-    with torch.no_grad():
-        vision = adapter.vision_features(prompt)
+    if vision is None:
+        with torch.no_grad():
+            vision = adapter.vision_features(prompt)
     x = vision.tokens
     B, N = vision.token_mask.shape
     g = torch.full((B, N), float(g0), dtype=torch.float32, device=x.device, requires_grad=True)

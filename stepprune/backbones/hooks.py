@@ -94,10 +94,15 @@ class AttentionBias:
         layer: the first layer whose attention gets the bias (layers before it run unbiased); 0 biases every layer
             (then ``record_inputs`` must be empty).
         bias: ``bias(ctx) -> (B, L, L)`` float over the slots of the state entering ``layer`` (query rows, key
-            columns). Hooks at the same layer add up.
+            columns), or ``(B, L)`` over key columns alone when ``per_key``. Hooks at the same layer add up.
         record_inputs: earlier layers whose input hidden states ``bias`` needs (for attention rows / keys).
+        per_key: the bias is one value per key, the same for every query row (a keep gate's log weight). Such a
+            bias rides in the keys to SDPA's flash kernel (:mod:`stepprune.backbones.key_bias_attention`) instead
+            of a float mask, which sends a differentiable bias to the math kernel: about 2x faster per layer on
+            CPU (``jobs/bench_gate_attention.py``), the same function up to float rounding.
     """
 
     layer: int
     bias: Callable[[PrefillContext], Tensor]
     record_inputs: tuple[int, ...] = ()
+    per_key: bool = False

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from stepprune.backbones.hooks import AttentionBias, DecodeEvict, LayerEdit, PrefillDrop
+from stepprune.backbones.key_bias_attention import NAME as KEY_BIAS_ATTENTION
 from stepprune.backbones.types import PAD, SUFFIX, VISUAL, LMInputs
 
 GENERATED = 4  # segment code of tokens produced by generation
@@ -287,38 +288,59 @@ class LLMRunner:
         pe = self._rotary(state.hidden, state.positions)
         mask = self._mask(causal_mask(state.valid), state.hidden.dtype)
         active_bias: Tensor | None = None
-        for layer_idx, layer in enumerate(self.layers):
-            if layer_idx in by_layer:
-                for drop in by_layer[layer_idx]:
-                    ctx = PrefillContext(self, state, recorded, layer_idx)
-                    edit = drop.select(ctx)
-                    state = apply_edit(state, edit if isinstance(edit, LayerEdit) else LayerEdit(keep=edit),
-                                       drop.positions)
-                pe = self._rotary(state.hidden, state.positions)
-                mask = self._mask(causal_mask(state.valid), state.hidden.dtype)
-            if layer_idx in bias_by_layer:
-                L = state.valid.shape[1]
-                for hook in bias_by_layer[layer_idx]:
-                    b = hook.bias(PrefillContext(self, state, recorded, layer_idx))
-                    if b.shape != (B, L, L):
-                        raise ValueError(f"AttentionBias at layer {layer_idx} returned shape {tuple(b.shape)}, "
-                                         f"expected {(B, L, L)}")
-                    active_bias = b if active_bias is None else active_bias + b
-                mask = self._mask(causal_mask(state.valid), state.hidden.dtype, active_bias)
-            if layer_idx in boundaries:
-                end = next((b for b in boundaries if b > layer_idx), self.num_layers)
-                groups.append(_Group(layer_idx, end, state.valid, state.segment, state.visual_index,
-                                     state.next_position, state.mrope))
-            per_layer[:, layer_idx] = ((state.segment == VISUAL) & state.valid).sum(dim=1)
-            if layer_idx in record:
-                recorded[layer_idx] = (state.hidden, pe, state)
-            state.hidden = layer(
-                state.hidden,
-                attention_mask=mask,
-                position_embeddings=pe,
-                past_key_values=cache,
-                use_cache=use_cache,
-            )
+        key_bias: Tensor | None = None  # (B, L): the per-key biases, carried in the keys (key_bias_attention)
+        layer_kwargs: dict[str, Tensor] = {}
+        eager, implementation = self._eager, self.config._attn_implementation
+        if any(h.per_key for h in biases) and not eager:
+            # The attention function for this call's layers only: HF's SDPA, taking the ``key_bias`` keyword.
+            self.config._attn_implementation = KEY_BIAS_ATTENTION
+        try:
+            for layer_idx, layer in enumerate(self.layers):
+                if layer_idx in by_layer:
+                    for drop in by_layer[layer_idx]:
+                        ctx = PrefillContext(self, state, recorded, layer_idx)
+                        edit = drop.select(ctx)
+                        state = apply_edit(state, edit if isinstance(edit, LayerEdit) else LayerEdit(keep=edit),
+                                           drop.positions)
+                    pe = self._rotary(state.hidden, state.positions)
+                    mask = self._mask(causal_mask(state.valid), state.hidden.dtype)
+                if layer_idx in bias_by_layer:
+                    L = state.valid.shape[1]
+                    for hook in bias_by_layer[layer_idx]:
+                        b = hook.bias(PrefillContext(self, state, recorded, layer_idx))
+                        shape = (B, L) if hook.per_key else (B, L, L)
+                        if b.shape != shape:
+                            raise ValueError(f"AttentionBias at layer {layer_idx} returned shape {tuple(b.shape)}, "
+                                             f"expected {shape}")
+                        if hook.per_key:
+                            key_bias = b if key_bias is None else key_bias + b
+                        else:
+                            active_bias = b if active_bias is None else active_bias + b
+                    if active_bias is not None or eager:  # a full bias or eager attention: one float mask holds all
+                        full = active_bias
+                        if key_bias is not None:
+                            row = key_bias[:, None, :].expand(B, L, L)
+                            full = row if full is None else full + row
+                        mask, layer_kwargs = self._mask(causal_mask(state.valid), state.hidden.dtype, full), {}
+                    else:  # per-key biases alone: the boolean mask, and the bias rides in the keys
+                        mask, layer_kwargs = causal_mask(state.valid), {"key_bias": key_bias}
+                if layer_idx in boundaries:
+                    end = next((b for b in boundaries if b > layer_idx), self.num_layers)
+                    groups.append(_Group(layer_idx, end, state.valid, state.segment, state.visual_index,
+                                         state.next_position, state.mrope))
+                per_layer[:, layer_idx] = ((state.segment == VISUAL) & state.valid).sum(dim=1)
+                if layer_idx in record:
+                    recorded[layer_idx] = (state.hidden, pe, state)
+                state.hidden = layer(
+                    state.hidden,
+                    attention_mask=mask,
+                    position_embeddings=pe,
+                    past_key_values=cache,
+                    use_cache=use_cache,
+                    **layer_kwargs,
+                )
+        finally:
+            self.config._attn_implementation = implementation
         hidden = self.text_model.norm(state.hidden)
         return PrefillResult(hidden, state, per_layer, cache, groups)
 

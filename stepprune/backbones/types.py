@@ -7,7 +7,7 @@ K = kept visual tokens, D = LLM width. One image per sample.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -88,6 +88,20 @@ class VisionFeatures:
         """(B, N) bool, True for valid token rows."""
         n = self.tokens.shape[1]
         return torch.arange(n, device=self.tokens.device)[None, :] < self.num_tokens[:, None]
+
+    def rows(self, index: Sequence[int]) -> VisionFeatures:
+        """The features of samples ``index`` (in that order), as the tower gives them for those images alone: the
+        token rows cut to the subset's longest image; ``qk`` keeps the batch's padded length (masked by ``valid``)."""
+        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.tokens.device)
+        num = self.num_tokens[idx]
+        width = int(num.max()) if len(idx) else 0
+        qk = self.qk
+
+        def sub_qk(layer: int) -> tuple[Tensor, Tensor, Tensor]:
+            return tuple(t[idx] for t in qk(layer))
+
+        return VisionFeatures(self.tokens[idx, :width], num, self.grid[idx],
+                              None if self.cls is None else self.cls[idx], sub_qk, self.attn_scale)
 
     def attention(self, layer: int) -> Tensor:
         """Post-softmax attention probabilities of one vision layer, (B, H, T, T), computed in fp32."""

@@ -131,8 +131,9 @@ def attention_gate(g: Tensor, floor: float = ATTENTION_FLOOR) -> AttentionBias:
         floor: added to g inside the log (g = 0 then scales the key's weight by ``floor``).
 
     Returns:
-        An :class:`~stepprune.backbones.hooks.AttentionBias` from layer 0 whose bias is (B, L, L) over the slots of
-        the spliced sequence: log(g + floor) in the columns of visual slots (by their ``visual_index``), 0 elsewhere.
+        A ``per_key`` :class:`~stepprune.backbones.hooks.AttentionBias` from layer 0 whose bias is (B, L) over the
+        slots of the spliced sequence: log(g + floor) at visual slots (by their ``visual_index``), 0 elsewhere, the
+        same for every query (carried in the keys to SDPA's flash kernel).
     """
     log_w = torch.log(g.float() + floor)
     N = g.shape[1]
@@ -141,7 +142,6 @@ def attention_gate(g: Tensor, floor: float = ATTENTION_FLOOR) -> AttentionBias:
         st = ctx.state
         visual = (st.segment == VISUAL) & st.valid
         column = torch.gather(log_w, 1, st.visual_index.clamp(0, N - 1).long())
-        column = torch.where(visual, column, 0.0).to(st.hidden.dtype)  # (B, L)
-        return column[:, None, :].expand(-1, column.shape[1], -1)
+        return torch.where(visual, column, 0.0).to(st.hidden.dtype)  # (B, L)
 
-    return AttentionBias(0, bias)
+    return AttentionBias(0, bias, per_key=True)

@@ -162,3 +162,38 @@ def test_the_warm_start_trains_the_encoder_whatever_train_trainable_leaves_to_th
     saved = load_checkpoint(out).state_dict()
     moved = {k for k in init if init[k].is_floating_point() and not torch.equal(init[k], saved[k])}
     assert any(k.startswith("encoder.") for k in moved) and "decoder.pointer_q.weight" in moved
+
+
+def test_the_saliency_teacher_runs_once_per_question_and_shares_the_tower(synthvqa_test_folder, tmp_path, one_thread,
+                                                                          monkeypatch):
+    # 6 steps of 2 from 4 questions draw each several times: each question's targets are computed once, from the
+    # batch's own tower output cut to the question's rows, and equal a computation on that question alone.
+    import pipeline.evidence_warm_start as ws
+
+    cfg = load(TrainJobConfig, None, SMALL + ["method.config.text_attention=split"])
+    items = _no_describe(synthvqa.load(synthvqa_test_folder))[:4]
+    calls, towers, checks = [], [], []
+    real_targets = ws.saliency_targets
+
+    def counting(adapter, images, batch, k, vision=None):
+        assert vision is not None and vision.tokens.shape[0] == len(batch)
+        calls.extend(it.qid for it in batch)
+        checks.append(1)
+        got = real_targets(adapter, images, batch, k, vision=vision)
+        assert got == real_targets(adapter, images, batch, k)  # the shared tower changes nothing
+        return got
+
+    monkeypatch.setattr(ws, "saliency_targets", counting)
+    model = build_model(cfg, torch.device("cpu"))
+    real_tower = type(model.adapter).vision_features
+
+    def tower(self, prompt):
+        towers.append(prompt)
+        return real_tower(self, prompt)
+
+    monkeypatch.setattr(type(model.adapter), "vision_features", tower)
+    warm_start(cfg, items, tmp_path / "sel", steps=6, batch_size=2, teacher="saliency", teacher_k=8,
+               log=lambda _: None)
+    assert sorted(calls) == sorted(it.qid for it in items)  # every question drawn in 12 draws of 4, each once
+    # one tower pass per step for the selector and the teacher together (each check above adds its own)
+    assert len(towers) == 6 + len(checks)

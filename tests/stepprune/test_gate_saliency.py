@@ -55,3 +55,21 @@ def test_padding_rows_take_the_given_value_and_valid_rows_do_not_change(qwen, on
     assert torch.isfinite(masked[0]).all() and torch.isfinite(masked[1, :n[1]]).all()
     torch.testing.assert_close(masked[1, :n[1]], plain[1, :n[1]])
     torch.testing.assert_close(masked[0], plain[0])
+
+
+def test_vision_rows_are_the_tower_on_those_images_alone(adapter):
+    from tests.conftest import PROMPTS, make_images
+
+    images = make_images(3, seed=8)
+    whole = adapter.vision_features(adapter.prepare(images, PROMPTS[:3]))
+    for index in ([2, 0], [1]):
+        alone = adapter.vision_features(adapter.prepare([images[i] for i in index], [PROMPTS[i] for i in index]))
+        cut = whole.rows(index)
+        torch.testing.assert_close(cut.tokens, alone.tokens, rtol=1e-5, atol=1e-5)
+        assert torch.equal(cut.num_tokens, alone.num_tokens) and torch.equal(cut.grid, alone.grid)
+        if alone.cls is not None:
+            torch.testing.assert_close(cut.cls, alone.cls, rtol=1e-5, atol=1e-5)
+        # one image's own attention rows: the batch's padding is masked, so they agree on the real patches
+        a, b = cut.attention(-1), alone.attention(-1)
+        T = b.shape[-1]
+        torch.testing.assert_close(a[..., :T, :T], b, rtol=1e-4, atol=1e-5)
