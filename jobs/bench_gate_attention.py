@@ -1,13 +1,13 @@
-"""What the attention gate's differentiable bias costs one LLM attention layer, and what a flash-kernel form of
-the same bias would save: the measurement behind the embedded default's timing (its warm start's teacher is the
-LM's gradient on this gate, ``stepprune.gate_saliency``, taken 300 times over 8 questions).
+"""What the attention gate's differentiable bias costs one LLM attention layer as a float mask (SDPA's math kernel)
+against the per-key form the runner uses (``stepprune.backbones.key_bias_attention``: the bias rides in the keys to
+the flash kernel). The warm start's teacher is the LM's gradient on this gate (``stepprune.gate_saliency``), taken
+for every training question it draws, so this is most of its time.
 
 The gate adds log(g_j + floor) to every query's logit for visual key j. As a (B, 1, L, L) float mask that needs a
 gradient it sends SDPA to its math kernel (the whole (B, H, L, L) score matrix, forward and backward). The same
-bias is one more channel of the keys: q' = [q, 1], k' = [k, b / scale] gives q'.k' * scale = q.k * scale + b, which
-the flash kernel takes with a boolean causal mask, or with ``is_causal`` alone for right-padded batches. Prints one
-JSON line per form (seconds per forward + backward, median of ``--repeats``) and the largest gradient difference
-from the math form, so a form that computes something else shows it.
+bias is one more channel of the keys, q' = [q, 1], k' = [k, b / scale], which the flash kernel takes with a boolean
+causal mask. Prints one JSON line per form (seconds per forward + backward, median of ``--repeats``) and the largest
+gradient difference from the math form, so a form that computes something else shows it.
 
     python jobs/bench_gate_attention.py                        # the warm start's shapes on the tiny backbone
     python jobs/bench_gate_attention.py --batch 8 --heads 6 --length 620 --head-dim 32
@@ -22,6 +22,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+from stepprune.backbones.key_bias_attention import key_bias_sdpa_forward
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,19 +54,13 @@ def main(argv: list[str] | None = None) -> None:
         mask = torch.where(allowed, key_bias(g)[:, None, None, :], float("-inf"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
-    def folded(g, causal_only: bool):
-        b = key_bias(g)
-        q2 = torch.cat([q, torch.ones(B, H, L, 1)], -1)
-        k2 = torch.cat([k, (b / scale)[:, None, :, None].expand(B, H, L, 1)], -1)
-        v2 = torch.cat([v, torch.zeros(B, H, L, 1)], -1)
-        if causal_only:
-            out = F.scaled_dot_product_attention(q2, k2, v2, is_causal=True, scale=scale)
-        else:
-            out = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=allowed, scale=scale)
-        return out[..., :d]
+    module = torch.nn.Module()  # what the attention function reads of an HF attention module: no GQA here
+    module.num_key_value_groups = 1
 
-    forms = {"math (float mask with grad)": math, "flash, bias as a key channel, bool mask": lambda g: folded(g, False),
-             "flash, bias as a key channel, is_causal": lambda g: folded(g, True)}
+    def keys(g):  # the runner's form, (B, L, H, d) back to (B, H, L, d)
+        return key_bias_sdpa_forward(module, q, k, v, allowed, scaling=scale, key_bias=key_bias(g))[0].transpose(1, 2)
+
+    forms = {"math (float mask with grad)": math, "flash, bias as a key channel (key_bias_attention)": keys}
     grads, rows = {}, []
     for name, f in forms.items():
         times = []

@@ -110,3 +110,16 @@ def test_the_function_alone_against_sdpa(groups):
         key_bias_sdpa_forward(module, q, k, v, mask, scaling=d ** -0.5, key_bias=b)
     with pytest.raises(ValueError, match="key_bias must be"):
         key_bias_sdpa_forward(module, q, k, v, allowed, key_bias=b[:, :3])
+
+
+def test_eager_attention_takes_a_per_key_bias_as_a_float_mask(tiny_llava_dir, llava):
+    # Eager attention has no key channel: the runner lays the bias out as the float mask, same values as SDPA's.
+    import stepprune
+
+    eager = stepprune.load_backbone(tiny_llava_dir, attn_implementation="eager")
+    inputs, vision = _inputs(eager, seed=3)
+    g = torch.rand(vision.token_mask.shape, generator=torch.Generator().manual_seed(2)) * 0.9 + 0.05
+    got = eager.forward(inputs, biases=[attention_gate(g)]).hidden
+    assert eager.runner.config._attn_implementation == "eager"
+    want = llava.forward(inputs, biases=[attention_gate(g)]).hidden
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
