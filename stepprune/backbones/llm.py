@@ -8,7 +8,9 @@ is what lets one code path:
 * drop tokens from the hidden states entering any layer (in-LLM methods), so that layer groups hold KV caches
   of different lengths, each with its own padding mask and its own decode positions;
 * evict cache entries during generation (decode-time methods);
-* add a per-(query, key) attention bias from a layer on during prefill (the teacher-forced form of eviction);
+* add a per-(query, key) attention bias from a layer on during prefill (the teacher-forced form of eviction), or a
+  per-key one (a keep gate), which rides in the keys to SDPA's flash kernel through an attention function registered
+  with transformers' ``AttentionInterface`` (:mod:`stepprune.backbones.key_bias_attention`);
 * recompute one layer's attention rows or keys from its recorded input while the model keeps SDPA.
 
 No HF code is copied or patched: masks are explicit 4-D boolean masks (float for eager attention), the cache is
