@@ -104,7 +104,7 @@ def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, st
     rng = random.Random(seed)
     images: dict[str, Any] = {}
     # A question's saliency targets depend on the frozen backbone and the question alone, not on the selector: a
-    # question drawn again (300 steps of 8 from 4,000 questions draw a quarter of them twice) reuses them.
+    # question drawn again reuses them (300 steps of 8 from the embedded default's 3,886: a quarter of the draws).
     teacher_cache: dict[str, list[int]] = {}
     t0, recent, held = time.perf_counter(), [], []
     for step in range(steps):
