@@ -29,6 +29,7 @@ import torch
 
 from pipeline.config import TrainJobConfig
 from pipeline.model import build_model
+from stepprune.backbones.types import VisionFeatures
 
 
 TEACHERS = ("evidence", "saliency")
@@ -36,7 +37,7 @@ SALIENCY_G0 = 0.5  # the uniform gate the saliency is taken at (0.05 gave the sa
 
 
 def saliency_targets(adapter, images: Sequence[Any], items: Sequence[Any], k: int,
-                     vision: Any = None) -> list[list[int]]:
+                     vision: VisionFeatures | None = None) -> list[list[int]]:
     """Per question, its top-``k`` visual patches by -dL/dg of its answer's NLL at a uniform attention gate.
 
     Args:
@@ -44,7 +45,7 @@ def saliency_targets(adapter, images: Sequence[Any], items: Sequence[Any], k: in
         images: the questions' images (PIL), in order.
         items: benchmark items with ``qid``, ``prompt`` and ``answer``.
         k: patches per question.
-        vision: the tower's features of ``images`` when the caller has them (``VisionFeatures``); None runs it.
+        vision: the tower's features of ``images`` when the caller has them; None runs it.
     """
     from stepprune.gate_saliency import gate_saliency
     from stepprune.train_gap import answer_conversations
@@ -121,9 +122,8 @@ def warm_start(cfg: TrainJobConfig, items: Sequence[Any], out: str | Path, *, st
         else:
             todo = [i for i, it in enumerate(batch) if it.qid not in teacher_cache]
             if todo:
-                sub = vision if len(todo) == len(batch) else vision.rows(todo)
                 fresh = saliency_targets(adapter, [pictures[i] for i in todo], [batch[i] for i in todo],
-                                         teacher_k, vision=sub)
+                                         teacher_k, vision=vision.rows(todo))
                 teacher_cache.update((batch[i].qid, t) for i, t in zip(todo, fresh))
             targets = [teacher_cache[it.qid] for it in batch]
         for t, it in zip(targets, batch):

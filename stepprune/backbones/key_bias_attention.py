@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
 NAME = "stepprune_key_bias_sdpa"
 
@@ -49,8 +49,7 @@ def key_bias_sdpa_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         raise ValueError("key_bias needs a boolean attention mask (a float mask would leave the flash kernel)")
     groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     B, H, Lq, d = query.shape
     Lk = key.shape[2]
     if key_bias.shape != (B, Lk):
@@ -58,13 +57,9 @@ def key_bias_sdpa_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
     scale = d ** -0.5 if scaling is None else scaling
     # CUDA's flash kernels take head widths in multiples of 8: the extra channels are zero in q', k' and v'.
     width = d + 1 if query.device.type == "cpu" else -(-(d + 1) // 8) * 8
-    q2 = query.new_zeros(B, H, Lq, width)
-    q2[..., :d] = query
+    q2, k2, v2 = (F.pad(t, (0, width - d)) for t in (query, key, value))
     q2[..., d] = 1.0
-    k2 = key.new_zeros(B, H, Lk, width)
-    k2[..., :d] = key
     k2[..., d] = (key_bias / scale).to(key.dtype)[:, None, :]
-    v2 = F.pad(value, (0, width - d))
     out = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=attention_mask, dropout_p=dropout, scale=scale)
     return out[..., :d].transpose(1, 2).contiguous(), None
 
